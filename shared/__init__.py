@@ -1,0 +1,1 @@
+"""Code every yellowcart service stands on: the event kernel, storage, messaging, timers."""

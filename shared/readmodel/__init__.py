@@ -1,0 +1,1 @@
+"""Read-model storage for projections (documents keyed by id, per collection)."""
