@@ -127,6 +127,9 @@ class OrderCancelled(OrderEvent):
     reason: BuyerCancelReason | SellerCancelReason | SystemCancelReason
     note: str | None = None
     was_paid: bool
+    seller_fault: bool = Field(
+        False, description="true when the seller caused it (counts against its performance)"
+    )
 
 
 class SellerCancellationNotApplied(OrderEvent):
@@ -247,12 +250,18 @@ class SellerCancelRequested(DisputeEvent):
 
 
 class SellerCancelApproved(DisputeEvent):
+    """The platform approved cancelling a paid order: a seller filing, or a buyer request that
+    policy approves (seller silent past the response window, or asked right after payment)."""
+
     event_type: ClassVar[str] = "SellerCancelApproved"
     filing_id: str
     seller_id: str
     buyer_id: str
-    reason: SellerCancelReason
-    decided_by: str = Field(description="`operator:<sub>`, `auto` or `no_response`")
+    reason: SellerCancelReason | BuyerCancelReason
+    seller_fault: bool
+    decided_by: str = Field(
+        description="`operator:<sub>`, `auto`, `no_response` or `early_request`"
+    )
     policy_version: str
 
 
