@@ -1,0 +1,260 @@
+"""The order view: one document per order, folded from the events of all four services.
+
+Deterministic by construction: the view keeps every event it applied (the timeline), sorted by
+(occurred_at, stream_id, stream_version), and derives every other field by folding that sorted
+timeline. Arrival order across topics therefore never changes the result, a redelivered event
+is recognised by the last applied version of its stream, and a rebuild from scratch yields the
+identical document. Time comes only from the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shared.events.envelope import Envelope
+
+View = dict[str, Any]
+COLLECTION = "order_views"
+STATUS_TABS = ("all", "awaiting_payment", "to_ship", "shipped", "cancelled")
+
+
+def order_id_of(envelope: Envelope) -> str | None:
+    order_id = envelope.data.get("order_id")
+    return str(order_id) if order_id else None
+
+
+def apply_event(view: View | None, envelope: Envelope) -> View | None:
+    """The view after `envelope`; None when the event was already applied (nothing to write)."""
+    order_id = order_id_of(envelope)
+    if order_id is None:
+        return None
+    timeline: list[dict[str, Any]] = list(view["timeline"]) if view else []
+    applied: dict[str, int] = dict(view["applied"]) if view else {}
+    if applied.get(envelope.stream_id, 0) >= envelope.stream_version:
+        return None
+    applied[envelope.stream_id] = envelope.stream_version
+    timeline.append(
+        {
+            "at": envelope.wire()["occurred_at"],
+            "event_type": envelope.event_type,
+            "producer": envelope.producer,
+            "stream_id": envelope.stream_id,
+            "stream_version": envelope.stream_version,
+            "event_id": envelope.event_id,
+            "data": envelope.data,
+        }
+    )
+    timeline.sort(key=lambda e: (e["at"], e["stream_id"], e["stream_version"]))
+    return fold(order_id, timeline, applied)
+
+
+def fold(order_id: str, timeline: list[dict[str, Any]], applied: dict[str, int]) -> View:
+    view: View = {
+        "order_id": order_id,
+        "buyer_id": None,
+        "seller_id": None,
+        "status": "unknown",
+        "placed_at": None,
+        "updated_at": None,
+        "items": [],
+        "total_amount": None,
+        "currency": "IDR",
+        "payment_method": None,
+        "shipping_address": None,
+        "payment": {"status": "unknown", "deadline_at": None, "paid_at": None, "refunds": []},
+        "cancellation": None,
+        "case": {"requests": [], "filings": [], "closed_because": None},
+        "penalty": None,
+        "notes": [],
+    }
+    for entry in timeline:
+        step = _STEPS.get(entry["event_type"])
+        if step is not None:
+            step(view, entry["data"], entry["at"])
+        view["updated_at"] = entry["at"]
+    view["timeline"] = timeline
+    view["applied"] = applied
+    return view
+
+
+def _placed(view: View, data: dict[str, Any], at: str) -> None:
+    view.update(
+        buyer_id=data["buyer_id"],
+        seller_id=data["seller_id"],
+        items=data["items"],
+        total_amount=data["total_amount"],
+        currency=data.get("currency", "IDR"),
+        payment_method=data["payment_method"],
+        shipping_address=data["shipping_address"],
+        placed_at=at,
+        status="to_ship" if data["payment_method"] == "cod" else "awaiting_payment",
+    )
+    if data["payment_method"] == "cod":
+        view["payment"]["status"] = "cash_on_delivery"
+
+
+def _paid(view: View, data: dict[str, Any], at: str) -> None:
+    if view["status"] != "cancelled":
+        view["status"] = "to_ship"
+
+
+def _shipped(view: View, data: dict[str, Any], at: str) -> None:
+    view["status"] = "shipped"
+
+
+def _cancelled(view: View, data: dict[str, Any], at: str) -> None:
+    view["status"] = "cancelled"
+    view["cancellation"] = {
+        "cancelled_by": data["cancelled_by"],
+        "reason": data["reason"],
+        "note": data.get("note"),
+        "at": at,
+        "seller_fault": data.get("seller_fault", False),
+    }
+
+
+def _not_applied(view: View, data: dict[str, Any], at: str) -> None:
+    view["notes"].append(
+        f"seller cancellation {data['filing_id']} approved but not applied: "
+        f"the order was already {data['order_status']}"
+    )
+
+
+def _payment_requested(view: View, data: dict[str, Any], at: str) -> None:
+    view["payment"].update(
+        status="awaiting_payment",
+        amount=data["amount"],
+        method=data["method"],
+        deadline_at=data["deadline_at"],
+        payment_code=data.get("payment_code"),
+        virtual_account=data.get("virtual_account"),
+    )
+
+
+def _payment_received(view: View, data: dict[str, Any], at: str) -> None:
+    view["payment"].update(status="paid", paid_at=data["paid_at"])
+
+
+def _late_payment(view: View, data: dict[str, Any], at: str) -> None:
+    view["payment"].setdefault("late_payments", []).append(
+        {"gateway_reference": data["gateway_reference"], "amount": data["amount"], "at": at}
+    )
+
+
+def _payment_status(status: str) -> Callable[[View, dict[str, Any], str], None]:
+    def step(view: View, data: dict[str, Any], at: str) -> None:
+        view["payment"]["status"] = status
+
+    return step
+
+
+def _refunded(view: View, data: dict[str, Any], at: str) -> None:
+    view["payment"]["refunds"].append(
+        {
+            "refund_id": data["refund_id"],
+            "amount": data["amount"],
+            "reason": data["reason"],
+            "gateway_reference": data["gateway_reference"],
+            "at": at,
+        }
+    )
+    if data["reason"] == "order_cancelled":
+        view["payment"]["status"] = "refunded"
+
+
+def _requested(view: View, data: dict[str, Any], at: str) -> None:
+    view["case"]["requests"].append(
+        {
+            "request_id": data["request_id"],
+            "reason": data["reason"],
+            "note": data.get("note"),
+            "respond_by": data["respond_by"],
+            "status": "open",
+            "at": at,
+        }
+    )
+
+
+def _request_status(status: str) -> Callable[[View, dict[str, Any], str], None]:
+    def step(view: View, data: dict[str, Any], at: str) -> None:
+        for request in view["case"]["requests"]:
+            if request["request_id"] == data["request_id"]:
+                request["status"] = status
+
+    return step
+
+
+def _filed(view: View, data: dict[str, Any], at: str) -> None:
+    view["case"]["filings"].append(
+        {
+            "filing_id": data["filing_id"],
+            "reason": data["reason"],
+            "note": data.get("note"),
+            "review_mode": data["review_mode"],
+            "status": "under_review",
+            "at": at,
+        }
+    )
+    for request in view["case"]["requests"]:
+        if request["request_id"] == data.get("request_id"):
+            request["status"] = "answered_by_filing"
+
+
+def _decided(decision: str) -> Callable[[View, dict[str, Any], str], None]:
+    def step(view: View, data: dict[str, Any], at: str) -> None:
+        matched = False
+        for filing in view["case"]["filings"]:
+            if filing["filing_id"] == data["filing_id"]:
+                filing.update(status=decision, decided_by=data["decided_by"], decided_at=at)
+                matched = True
+        if not matched:  # an approved buyer request (policy) rather than a seller filing
+            for request in view["case"]["requests"]:
+                if request["request_id"] == data["filing_id"]:
+                    request["status"] = decision
+
+    return step
+
+
+def _case_closed(view: View, data: dict[str, Any], at: str) -> None:
+    view["case"]["closed_because"] = data["closed_because"]
+
+
+def _penalty(view: View, data: dict[str, Any], at: str) -> None:
+    view["penalty"] = {
+        "penalty_id": data["penalty_id"],
+        "points": data["points"],
+        "reason": data["reason"],
+        "expires_at": data["expires_at"],
+        "policy_version": data["policy_version"],
+        "expired": False,
+    }
+
+
+def _penalty_expired(view: View, data: dict[str, Any], at: str) -> None:
+    if view["penalty"] is not None:
+        view["penalty"]["expired"] = True
+
+
+_STEPS: dict[str, Callable[[View, dict[str, Any], str], None]] = {
+    "OrderPlaced": _placed,
+    "OrderPaymentConfirmed": _paid,
+    "OrderShipped": _shipped,
+    "OrderCancelled": _cancelled,
+    "SellerCancellationNotApplied": _not_applied,
+    "PaymentRequested": _payment_requested,
+    "PaymentReceived": _payment_received,
+    "LatePaymentReceived": _late_payment,
+    "PaymentDeadlineExpired": _payment_status("expired"),
+    "PaymentIntentClosed": _payment_status("closed"),
+    "RefundIssued": _refunded,
+    "BuyerCancellationRequested": _requested,
+    "BuyerCancellationDeclined": _request_status("declined"),
+    "BuyerCancellationLapsed": _request_status("lapsed"),
+    "SellerCancelRequested": _filed,
+    "SellerCancelApproved": _decided("approved"),
+    "SellerCancelRejected": _decided("rejected"),
+    "CancellationCaseClosed": _case_closed,
+    "PenaltyApplied": _penalty,
+    "PenaltyExpired": _penalty_expired,
+}

@@ -1,0 +1,46 @@
+"""Bearer tokens (JWT, HS256): who is calling (`sub`) and as what (`role`).
+
+In the embedded default a development secret signs tokens; settings refuse it anywhere else.
+`mint_token` backs `yellowcart token`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import jwt
+from pydantic import BaseModel, ConfigDict
+
+
+class Role(StrEnum):
+    BUYER = "buyer"
+    SELLER = "seller"
+    OPERATOR = "operator"
+
+
+class Caller(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sub: str
+    role: Role
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, expired, forged or names an unknown role."""
+
+
+ALGORITHM = "HS256"
+
+
+def mint_token(secret: str, sub: str, role: Role, now: datetime, ttl: timedelta) -> str:
+    claims = {"sub": sub, "role": role.value, "iat": now, "exp": now + ttl}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str) -> Caller:
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub"]})
+        return Caller(sub=str(claims["sub"]), role=Role(claims.get("role")))
+    except (jwt.PyJWTError, ValueError) as error:
+        raise InvalidToken(str(error)) from None
