@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -176,20 +176,20 @@ class BodySizeLimit:
 _bearer = HTTPBearer(auto_error=False, description="JWT with `sub` and `role`")
 
 
-def caller_dependency(secret: str) -> Callable[..., Awaitable[Caller]]:
-    """A FastAPI dependency resolving the bearer token into a Caller, or 401."""
+async def current_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The bearer token resolved into a Caller (secret from the app's settings), or 401."""
+    if credentials is None:
+        raise HTTPProblem(401, "Unauthorized", "a bearer token is required")
+    try:
+        return verify_token(request.app.state.settings.token_secret, credentials.credentials)
+    except InvalidToken as error:
+        raise HTTPProblem(401, "Unauthorized", f"invalid token: {error}") from None
 
-    async def current_caller(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Caller:
-        if credentials is None:
-            raise HTTPProblem(401, "Unauthorized", "a bearer token is required")
-        try:
-            return verify_token(secret, credentials.credentials)
-        except InvalidToken as error:
-            raise HTTPProblem(401, "Unauthorized", f"invalid token: {error}") from None
 
-    return current_caller
+CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
 def require_role(caller: Caller, *roles: Role) -> None:

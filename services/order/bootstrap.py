@@ -1,0 +1,32 @@
+"""The order service's composition root."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from services.order import handlers
+from services.order.api import router
+from services.order.domain import Order
+from services.order.handlers import OrderContext
+from shared.application import Repository
+from shared.events.contracts import DISPUTE_TOPIC, PAYMENT_TOPIC, TOPICS
+from shared.service import Runtime, ServiceSpec, Subscription, Wiring
+
+
+def wire(runtime: Runtime) -> Wiring:
+    ctx = OrderContext(
+        orders=Repository(runtime.store, Order, runtime.registry, "order", runtime.clock),
+        store=runtime.store,
+        views=runtime.documents,
+        clock=runtime.clock,
+        policy=runtime.settings.policy,
+    )
+    reactions = [
+        Subscription(PAYMENT_TOPIC, "reactions", partial(handlers.on_payment_event, ctx)),
+        Subscription(DISPUTE_TOPIC, "reactions", partial(handlers.on_dispute_event, ctx)),
+    ]
+    views = [Subscription(topic, "view", partial(handlers.project, ctx)) for topic in TOPICS]
+    return Wiring(context=ctx, subscriptions=[*reactions, *views])
+
+
+SPEC = ServiceSpec(name="order", title="yellowcart order service", routers=[router], wire=wire)

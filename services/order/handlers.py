@@ -1,0 +1,216 @@
+"""Order use cases: load, decide, save — one function per use case.
+
+Commands come from the HTTP edge (a caller with a role); reactions come from other services'
+events (idempotent through the causation id); the view handler folds every service's events
+into the order view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import uuid4
+
+from services.order.domain import Order, Outcome
+from services.order.projection import COLLECTION, View, apply_event, order_id_of
+from shared.aggregate import NotFound
+from shared.application import Repository, handle_event
+from shared.auth import Caller, Role
+from shared.clock import Clock
+from shared.events.contracts import (
+    BuyerCancelReason,
+    LineItem,
+    PaymentDeadlineExpired,
+    PaymentMethod,
+    PaymentReceived,
+    SellerCancelApproved,
+    ShippingAddress,
+)
+from shared.events.envelope import DomainEvent, Envelope
+from shared.eventstore.port import DuplicateCausation, EventStore
+from shared.policy import Policy
+from shared.readmodel.port import DocumentStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OrderContext:
+    orders: Repository[Order]
+    store: EventStore
+    views: DocumentStore
+    clock: Clock
+    policy: Policy
+    _view_locks: defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order: Order
+    placed_at: datetime
+    replayed: bool  # an Idempotency-Key seen before: the first order is returned
+
+
+async def place_order(
+    ctx: OrderContext,
+    buyer_id: str,
+    seller_id: str,
+    items: Sequence[LineItem],
+    shipping_address: ShippingAddress,
+    payment_method: PaymentMethod,
+    idempotency_key: str | None,
+) -> PlacedOrder:
+    causation_id = f"place:{buyer_id}:{idempotency_key}" if idempotency_key else None
+    if causation_id and (earlier := await _placed_by(ctx, causation_id)) is not None:
+        return earlier
+    now = ctx.clock.now()
+    order_id = f"ord-{uuid4().hex[:16]}"
+    order = Order.place(order_id, buyer_id, seller_id, items, shipping_address, payment_method, now)
+    try:
+        await ctx.orders.save(order, causation_id=causation_id, correlation_id=order_id)
+    except DuplicateCausation:  # the same key raced in from a retry
+        assert causation_id is not None
+        earlier = await _placed_by(ctx, causation_id)
+        assert earlier is not None
+        return earlier
+    return PlacedOrder(order, now, replayed=False)
+
+
+async def _placed_by(ctx: OrderContext, causation_id: str) -> PlacedOrder | None:
+    commit = await ctx.store.commit_by_causation(causation_id)
+    if commit is None:
+        return None
+    order = await ctx.orders.get(commit.events[0].data["order_id"])
+    assert order is not None
+    return PlacedOrder(order, commit.events[0].occurred_at, replayed=True)
+
+
+def payment_deadline(policy: Policy, order: Order, placed_at: datetime) -> datetime | None:
+    """The deadline the payment service derives from the same policy and the placing time."""
+    window = policy.payment.window_for(order.payment_method)
+    return None if window is None else placed_at + window
+
+
+async def load_visible(ctx: OrderContext, caller: Caller, order_id: str) -> Order:
+    """The order if the caller may see it; 404 otherwise (never reveal another's order)."""
+    order = await ctx.orders.get(order_id)
+    visible = order is not None and (
+        caller.role is Role.OPERATOR
+        or (caller.role is Role.BUYER and order.buyer_id == caller.sub)
+        or (caller.role is Role.SELLER and order.seller_id == caller.sub)
+    )
+    if order is None or not visible:
+        raise NotFound(f"order {order_id} not found", order_id=order_id)
+    return order
+
+
+async def cancel_by_buyer(
+    ctx: OrderContext, caller: Caller, order_id: str, reason: BuyerCancelReason, note: str | None
+) -> Order:
+    order = await load_visible(ctx, caller, order_id)
+    order.cancel_by_buyer(caller.sub, reason, note, ctx.clock.now())
+    await ctx.orders.save(order, causation_id=None, correlation_id=order_id)
+    return order
+
+
+async def ship(ctx: OrderContext, caller: Caller, order_id: str, tracking: str | None) -> Order:
+    order = await load_visible(ctx, caller, order_id)
+    order.ship(caller.sub, tracking)
+    await ctx.orders.save(order, causation_id=None, correlation_id=order_id)
+    return order
+
+
+# --- reactions to other services' events ---------------------------------------------------
+
+
+async def on_payment_event(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
+    match event:
+        case PaymentReceived():
+            await _react(
+                ctx,
+                envelope,
+                event.order_id,
+                lambda o: o.confirm_payment(event.gateway_reference, event.amount, event.paid_at),
+            )
+        case PaymentDeadlineExpired():
+            await _react(
+                ctx, envelope, event.order_id, lambda o: o.expire_payment(event.deadline_at)
+            )
+
+
+async def on_dispute_event(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
+    if isinstance(event, SellerCancelApproved):
+        await _react(
+            ctx,
+            envelope,
+            event.order_id,
+            lambda o: o.cancel_by_platform(event.filing_id, event.reason, event.seller_fault),
+        )
+
+
+async def _react(
+    ctx: OrderContext, envelope: Envelope, order_id: str, decide_on: Callable[[Order], Outcome]
+) -> None:
+    outcomes: list[Outcome] = []
+
+    def decide(order: Order | None) -> Order | None:
+        if order is None:
+            log.warning("%s for unknown order %s ignored", envelope.event_type, order_id)
+            return None
+        outcomes.append(decide_on(order))
+        return order
+
+    await handle_event(
+        ctx.orders,
+        order_id,
+        decide,
+        causation_id=envelope.event_id,
+        correlation_id=envelope.correlation_id,
+    )
+    if outcomes and outcomes[-1] is not Outcome.RECORDED:
+        log.info("%s on %s changed nothing: %s", envelope.event_type, order_id, outcomes[-1])
+
+
+# --- the order view ------------------------------------------------------------------------
+
+
+async def project(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
+    """Fold one event of any service into its order's view (idempotent per stream version).
+
+    Views of one order are updated under a per-order lock: the four topics are consumed
+    concurrently in this process. The view consumer group runs as a single replica.
+    """
+    order_id = order_id_of(envelope)
+    if order_id is None:
+        return
+    async with ctx._view_locks[order_id]:
+        view = apply_event(await ctx.views.get(COLLECTION, order_id), envelope)
+        if view is not None:
+            await ctx.views.put(COLLECTION, order_id, view)
+
+
+async def order_view(ctx: OrderContext, order: Order) -> View:
+    """The projected view, or — until the projection catches up — one folded from the
+    order's own stream, so a command's result is visible at once."""
+    view = await ctx.views.get(COLLECTION, order.id)
+    if view is not None and view.get("status") != "unknown":
+        return view
+    folded: View | None = view
+    for envelope in await ctx.store.load_stream(order.stream_id):
+        folded = apply_event(folded, envelope) or folded
+    assert folded is not None
+    return folded
+
+
+async def list_orders(ctx: OrderContext, caller: Caller, status: str) -> list[View]:
+    owner_field = "buyer_id" if caller.role is Role.BUYER else "seller_id"
+    where: dict[str, str | int | float | bool | None] = {owner_field: caller.sub}
+    if status != "all":
+        where["status"] = status
+    return await ctx.views.find(COLLECTION, where, order_by="placed_at")

@@ -1,0 +1,192 @@
+"""What every service process runs: HTTP edge, Kafka consumers, outbox relay, timer scheduler.
+
+A service describes itself with a `ServiceSpec` (its routers and a `wire` function, its
+composition root); `create_service_app` turns that into a FastAPI app whose lifespan opens the
+service's own database, subscribes its consumers, and runs the relay and the scheduler until
+shutdown. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from uuid import uuid4
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from shared.clock import Clock, SystemClock
+from shared.events.contracts import default_registry
+from shared.events.registry import EventRegistry
+from shared.eventstore.port import DueTimer, EventStore
+from shared.http import BodySizeLimit, install_problem_handlers
+from shared.messaging import (
+    EventConsumer,
+    EventHandler,
+    as_sender,
+    make_kafka_broker,
+    subscribe_events,
+)
+from shared.outbox import OutboxRelay, republish
+from shared.readmodel.port import DocumentStore
+from shared.settings import Settings
+from shared.storage import open_document_store, open_event_store
+from shared.timers import TimerScheduler
+
+log = logging.getLogger(__name__)
+TimerHandler = Callable[[DueTimer], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """Consume `topic` in the consumer group `<service>.<purpose>`."""
+
+    topic: str
+    purpose: str
+    handler: EventHandler
+
+
+@dataclass
+class Wiring:
+    """What a composition root hands back: the context routes use, subscriptions, timers."""
+
+    context: Any
+    subscriptions: Sequence[Subscription] = ()
+    on_timer: TimerHandler | None = None
+
+
+@dataclass
+class Runtime:
+    """The live resources of one service process, given to its composition root."""
+
+    name: str
+    settings: Settings
+    clock: Clock
+    store: EventStore
+    documents: DocumentStore
+    registry: EventRegistry
+    consumers: list[EventConsumer] = field(default_factory=list)
+    relay: OutboxRelay | None = None
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    title: str
+    routers: Sequence[APIRouter]
+    wire: Callable[[Runtime], Wiring]
+
+
+def process_owner(service: str) -> str:
+    return f"{service}@{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
+
+
+def create_service_app(
+    spec: ServiceSpec,
+    settings: Settings,
+    clock: Clock | None = None,
+    *,
+    republish_on_start: bool = False,
+) -> FastAPI:
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.store_url_for(spec.name)
+        store = await open_event_store(url)
+        documents = await open_document_store(url)
+        runtime = Runtime(spec.name, settings, clock, store, documents, default_registry())
+        wiring = spec.wire(runtime)
+        broker = make_kafka_broker(settings)
+        for subscription in wiring.subscriptions:
+            runtime.consumers.append(
+                subscribe_events(
+                    broker,
+                    subscription.topic,
+                    group_id=f"{spec.name}.{subscription.purpose}",
+                    handler=subscription.handler,
+                    registry=runtime.registry,
+                    clock=clock,
+                )
+            )
+        owner = process_owner(spec.name)
+        stop = asyncio.Event()
+        await broker.start()
+        sender = as_sender(broker)
+        if republish_on_start:
+            count = await republish(store, sender)
+            log.info("%s republished %d commits to a fresh broker", spec.name, count)
+        runtime.relay = OutboxRelay(store, sender, clock, owner)
+        tasks = [asyncio.create_task(runtime.relay.run(settings.relay_interval_s, stop))]
+        if wiring.on_timer is not None:
+            scheduler = TimerScheduler(store, clock, wiring.on_timer, owner)
+            tasks.append(asyncio.create_task(scheduler.run(settings.timer_interval_s, stop)))
+        app.state.runtime = runtime
+        app.state.context = wiring.context
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, timeout=5)
+            await broker.stop()
+            await documents.close()
+            await store.close()
+
+    app = FastAPI(title=spec.title, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_problem_handlers(app)
+    for router in spec.routers:
+        app.include_router(router)
+    app.include_router(_operations_router(spec.name))
+    return app
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+
+
+def _operations_router(service: str) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health", summary="liveness and readiness")
+    async def health(runtime: RuntimeDep) -> JSONResponse:
+        try:
+            backlog = len(await runtime.store.unpublished(limit=1000))
+        except Exception as error:  # a health probe reports, it does not crash
+            return JSONResponse(
+                {"status": "unavailable", "service": service, "error": str(error)},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok", "service": service, "outbox_backlog": backlog})
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics(runtime: RuntimeDep) -> PlainTextResponse:
+        lines = []
+        for consumer in runtime.consumers:
+            labels = f'service="{service}",topic="{consumer.topic}"'
+            for name, value in vars(consumer.metrics).items():
+                lines.append(f"yellowcart_consumer_{name}_total{{{labels}}} {value}")
+        for event_type, count in runtime.registry.unknown.items():
+            lines.append(
+                f'yellowcart_unknown_events_total{{service="{service}",type="{event_type}"}} '
+                f"{count}"
+            )
+        backlog = len(await runtime.store.unpublished(limit=10_000))
+        lines.append(f'yellowcart_outbox_backlog{{service="{service}"}} {backlog}')
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    return router
