@@ -129,3 +129,35 @@ async def handle_event(
         except ConcurrencyConflict:
             log.info("conflict on %s, deciding again", aggregate.stream_id)
     raise ConcurrencyConflict(repository.aggregate_type.stream_id_for(aggregate_id), -1)
+
+
+async def react(
+    repository: Repository[A],
+    envelope: Envelope,
+    aggregate_id: str,
+    step: Callable[[A], object],
+) -> Commit | None:
+    """Apply `step` to an existing aggregate in reaction to `envelope`, exactly once in effect.
+
+    An aggregate that does not exist is logged and skipped; what `step` returns (an outcome)
+    is logged when the aggregate recorded nothing, so "why did nothing happen" is answerable.
+    """
+    outcome: list[object] = []
+
+    def decide(aggregate: A | None) -> A | None:
+        if aggregate is None:
+            log.warning("%s for unknown %s ignored", envelope.event_type, aggregate_id)
+            return None
+        outcome[:] = [step(aggregate)]
+        return aggregate
+
+    commit = await handle_event(
+        repository,
+        aggregate_id,
+        decide,
+        causation_id=envelope.event_id,
+        correlation_id=envelope.correlation_id,
+    )
+    if commit is None and outcome:
+        log.info("%s on %s changed nothing: %s", envelope.event_type, aggregate_id, outcome[0])
+    return commit

@@ -110,7 +110,7 @@ def create_service_app(
                 subscribe_events(
                     broker,
                     subscription.topic,
-                    group_id=f"{spec.name}.{subscription.purpose}",
+                    group_id=f"{spec.name}.{subscription.purpose}.{subscription.topic}",
                     handler=subscription.handler,
                     registry=runtime.registry,
                     clock=clock,

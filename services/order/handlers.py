@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import uuid4
 
-from services.order.domain import Order, Outcome
+from services.order.domain import Order
 from services.order.projection import COLLECTION, View, apply_event, order_id_of
 from shared.aggregate import NotFound
-from shared.application import Repository, handle_event
+from shared.application import Repository, react
 from shared.auth import Caller, Role
 from shared.clock import Clock
 from shared.events.contracts import (
@@ -132,49 +132,26 @@ async def ship(ctx: OrderContext, caller: Caller, order_id: str, tracking: str |
 async def on_payment_event(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
     match event:
         case PaymentReceived():
-            await _react(
-                ctx,
+            await react(
+                ctx.orders,
                 envelope,
                 event.order_id,
                 lambda o: o.confirm_payment(event.gateway_reference, event.amount, event.paid_at),
             )
         case PaymentDeadlineExpired():
-            await _react(
-                ctx, envelope, event.order_id, lambda o: o.expire_payment(event.deadline_at)
+            await react(
+                ctx.orders, envelope, event.order_id, lambda o: o.expire_payment(event.deadline_at)
             )
 
 
 async def on_dispute_event(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
     if isinstance(event, SellerCancelApproved):
-        await _react(
-            ctx,
+        await react(
+            ctx.orders,
             envelope,
             event.order_id,
             lambda o: o.cancel_by_platform(event.filing_id, event.reason, event.seller_fault),
         )
-
-
-async def _react(
-    ctx: OrderContext, envelope: Envelope, order_id: str, decide_on: Callable[[Order], Outcome]
-) -> None:
-    outcomes: list[Outcome] = []
-
-    def decide(order: Order | None) -> Order | None:
-        if order is None:
-            log.warning("%s for unknown order %s ignored", envelope.event_type, order_id)
-            return None
-        outcomes.append(decide_on(order))
-        return order
-
-    await handle_event(
-        ctx.orders,
-        order_id,
-        decide,
-        causation_id=envelope.event_id,
-        correlation_id=envelope.correlation_id,
-    )
-    if outcomes and outcomes[-1] is not Outcome.RECORDED:
-        log.info("%s on %s changed nothing: %s", envelope.event_type, order_id, outcomes[-1])
 
 
 # --- the order view ------------------------------------------------------------------------
