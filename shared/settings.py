@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     )
 
     environment: Literal["embedded", "production"] = Field(
-        "embedded", description="`embedded` allows the development secrets; `production` refuses them"
+        "embedded",
+        description="`embedded` allows the development secrets; `production` refuses them",
     )
     broker_url: str = Field("localhost:9092", description="Kafka bootstrap servers")
     kafka_idempotence: bool = Field(
@@ -29,6 +30,10 @@ class Settings(BaseSettings):
     )
     store_url: str = Field(
         "", description="event store URL (sqlite:///var/<service>.db or mongodb://…); per service"
+    )
+    store_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="per-service store URLs for cross-service tools (audit, replay, verify)",
     )
     data_dir: str = Field("var", description="where embedded SQLite files live")
     token_secret: str = Field(DEV_TOKEN_SECRET, description="HS256 secret for bearer tokens")
@@ -55,4 +60,8 @@ class Settings(BaseSettings):
         return self
 
     def store_url_for(self, service: str) -> str:
-        return self.store_url or f"sqlite:///{self.data_dir}/{service}.db"
+        return (
+            self.store_urls.get(service)
+            or self.store_url
+            or f"sqlite:///{self.data_dir}/{service.replace('-', '_')}.db"
+        )
