@@ -84,7 +84,9 @@ class ServiceSpec:
     wire: Callable[[Runtime], Wiring]
 
 
-def process_owner(service: str) -> str:
+def process_owner(service: str, instance_id: str) -> str:
+    if instance_id:
+        return f"{service}@{instance_id}"
     return f"{service}@{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
 
 
@@ -116,7 +118,7 @@ def create_service_app(
                     clock=clock,
                 )
             )
-        owner = process_owner(spec.name)
+        owner = process_owner(spec.name, settings.instance_id)
         stop = asyncio.Event()
         await broker.start()
         sender = as_sender(broker)

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     data_dir: str = Field("var", description="where embedded SQLite files live")
     token_secret: str = Field(DEV_TOKEN_SECRET, description="HS256 secret for bearer tokens")
     gateway_secret: str = Field(DEV_GATEWAY_SECRET, description="HMAC secret of gateway callbacks")
+    instance_id: str = Field(
+        "",
+        description="stable name of this replica (lease owner); default host:pid. A restarted "
+        "process with the same id takes its leases back at once instead of waiting them out",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     max_body_bytes: int = Field(16_384, description="request bodies above this are refused (413)")

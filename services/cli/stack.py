@@ -58,7 +58,7 @@ def _children(
                 str(ports[name]),
                 "--republish-on-start",
             ],
-            env=env,
+            env={**env, "YELLOWCART_INSTANCE_ID": f"embedded-{name}"},
             log_path=data_dir / "logs" / f"{name}.log",
         )
         for name in SERVICES

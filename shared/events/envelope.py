@@ -21,8 +21,13 @@ class DomainEvent(BaseModel):
     topic: ClassVar[str]
 
     def partition_key(self) -> str:
-        """Kafka key: all events of one order from one service share a partition."""
-        return str(getattr(self, "order_id"))
+        """Kafka key: all events of one order from one service share a partition.
+
+        Events that are not about one order (a seller's penalties) override this."""
+        order_id = self.__dict__.get("order_id")
+        if order_id is None:
+            raise TypeError(f"{type(self).__name__} has no order_id: override partition_key")
+        return str(order_id)
 
 
 class Envelope(BaseModel):

@@ -1,0 +1,1 @@
+"""The order service: places orders, takes payment confirmations, ships and cancels."""

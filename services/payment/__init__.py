@@ -1,0 +1,1 @@
+"""The payment service: one payment intent per order, its deadline, payments and refunds."""
