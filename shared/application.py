@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 from shared.aggregate import Aggregate
 from shared.clock import Clock
-from shared.events.envelope import Envelope
+from shared.events.envelope import DomainEvent, Envelope
 from shared.events.registry import EventRegistry
 from shared.eventstore.port import (
     Commit,
@@ -45,14 +45,19 @@ class Repository(Generic[A]):
         self.producer = producer
         self.clock = clock
 
-    async def get(self, aggregate_id: str) -> A | None:
+    async def events_of(self, aggregate_id: str) -> list[DomainEvent] | None:
+        """The aggregate's events in order (upcast), or None when its stream does not exist."""
         stream_id = self.aggregate_type.stream_id_for(aggregate_id)
         try:
             envelopes = await self.store.load_stream(stream_id)
         except StreamNotFound:
             return None
         events = [self.registry.decode(envelope) for envelope in envelopes]
-        return self.aggregate_type.replay(aggregate_id, [e for e in events if e is not None])
+        return [event for event in events if event is not None]
+
+    async def get(self, aggregate_id: str) -> A | None:
+        events = await self.events_of(aggregate_id)
+        return None if events is None else self.aggregate_type.replay(aggregate_id, events)
 
     async def save(
         self, aggregate: A, *, causation_id: str | None, correlation_id: str

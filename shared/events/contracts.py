@@ -293,6 +293,23 @@ class PenaltyEvent(DomainEvent):
         return self.seller_id
 
 
+class SellerOrderCounted(PenaltyEvent):
+    """An order placed with the seller, counted in its cancellation-rate window."""
+
+    event_type: ClassVar[str] = "SellerOrderCounted"
+    order_id: str
+    placed_at: AwareDatetime
+
+
+class SellerCancellationCounted(PenaltyEvent):
+    """A seller-fault cancellation, counted in the rate window from `cancelled_at`."""
+
+    event_type: ClassVar[str] = "SellerCancellationCounted"
+    order_id: str
+    reason: SellerCancelReason | BuyerCancelReason
+    cancelled_at: AwareDatetime
+
+
 class PenaltyApplied(PenaltyEvent):
     event_type: ClassVar[str] = "PenaltyApplied"
     penalty_id: str
@@ -338,6 +355,8 @@ ALL_EVENTS: tuple[type[DomainEvent], ...] = (
     SellerCancelApproved,
     SellerCancelRejected,
     CancellationCaseClosed,
+    SellerOrderCounted,
+    SellerCancellationCounted,
     PenaltyApplied,
     PenaltyExpired,
     SellerStandingChanged,

@@ -1,0 +1,2 @@
+"""Penalty service: one SellerRecord per seller (points, orders, seller-fault cancellations,
+standing)."""

@@ -1,0 +1,135 @@
+"""The seller-dispute service's HTTP edge: requests, filings, platform decisions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.seller_dispute import handlers
+from services.seller_dispute.domain import CancellationCase
+from services.seller_dispute.handlers import DisputeContext
+from shared.auth import Role
+from shared.events.contracts import BuyerCancelReason, SellerCancelReason
+from shared.http import PROBLEM_RESPONSES, CallerDep, require_role
+
+
+def dispute_context(request: Request) -> DisputeContext:
+    context: DisputeContext = request.app.state.context
+    return context
+
+
+Context = Annotated[DisputeContext, Depends(dispute_context)]
+router = APIRouter(tags=["seller cancellations"], responses=PROBLEM_RESPONSES)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestCancellation(_Body):
+    reason: BuyerCancelReason
+    note: str | None = Field(None, max_length=500, description="required when reason is other")
+
+
+class Decline(_Body):
+    note: str | None = Field(None, max_length=500)
+
+
+class FileCancellation(_Body):
+    reason: SellerCancelReason
+    note: str | None = Field(None, max_length=500)
+    request_id: str | None = Field(None, description="the buyer request this answers, if any")
+
+
+class Decision(_Body):
+    note: str | None = Field(None, max_length=500)
+
+
+class CaseReply(BaseModel):
+    order_id: str
+    requests: list[dict[str, Any]]
+    filings: list[dict[str, Any]]
+    approved_id: str | None
+    closed_because: str | None
+
+
+class RequestReply(CaseReply):
+    request_id: str
+    respond_by: datetime
+
+
+class FilingReply(CaseReply):
+    filing_id: str
+
+
+def _case_reply(case: CancellationCase) -> dict[str, Any]:
+    return {
+        "order_id": case.id,
+        "requests": [vars(request) for request in case.requests],
+        "filings": [vars(filing) for filing in case.filings],
+        "approved_id": case.approved_id,
+        "closed_because": case.closed_because,
+    }
+
+
+@router.post(
+    "/orders/{order_id}/cancellation-requests",
+    status_code=201,
+    summary="ask the seller to cancel a paid order (buyer)",
+)
+async def request_cancellation(
+    order_id: str, body: RequestCancellation, caller: CallerDep, ctx: Context
+) -> RequestReply:
+    require_role(caller, Role.BUYER)
+    case = await handlers.request_cancellation(ctx, caller, order_id, body.reason, body.note)
+    request = case.requests[-1]
+    return RequestReply(
+        request_id=request.request_id, respond_by=request.respond_by, **_case_reply(case)
+    )
+
+
+@router.post(
+    "/cancellation-requests/{request_id}/decline", summary="decline a buyer's request (seller)"
+)
+async def decline_request(
+    request_id: str, caller: CallerDep, ctx: Context, body: Decline | None = None
+) -> CaseReply:
+    require_role(caller, Role.SELLER)
+    case = await handlers.decline_request(ctx, caller, request_id, body.note if body else None)
+    return CaseReply(**_case_reply(case))
+
+
+@router.post(
+    "/orders/{order_id}/seller-cancellations",
+    status_code=201,
+    summary="file a cancellation with the platform (seller)",
+)
+async def file_cancellation(
+    order_id: str, body: FileCancellation, caller: CallerDep, ctx: Context
+) -> FilingReply:
+    require_role(caller, Role.SELLER)
+    case = await handlers.file_cancellation(
+        ctx, caller, order_id, body.reason, body.note, body.request_id
+    )
+    return FilingReply(filing_id=case.filings[-1].filing_id, **_case_reply(case))
+
+
+@router.post("/seller-cancellations/{filing_id}/approve", summary="approve a filing (operator)")
+async def approve(
+    filing_id: str, caller: CallerDep, ctx: Context, body: Decision | None = None
+) -> CaseReply:
+    require_role(caller, Role.OPERATOR)
+    case = await handlers.decide(ctx, caller, filing_id, True, body.note if body else None)
+    return CaseReply(**_case_reply(case))
+
+
+@router.post("/seller-cancellations/{filing_id}/reject", summary="reject a filing (operator)")
+async def reject(
+    filing_id: str, caller: CallerDep, ctx: Context, body: Decision | None = None
+) -> CaseReply:
+    require_role(caller, Role.OPERATOR)
+    case = await handlers.decide(ctx, caller, filing_id, False, body.note if body else None)
+    return CaseReply(**_case_reply(case))
