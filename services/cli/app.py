@@ -63,12 +63,40 @@ def serve(
 def up(
     port: Annotated[int, typer.Option(help="the one base URL's port")] = 8000,
     data_dir: Annotated[Path, typer.Option(help="SQLite files and logs")] = Path("var"),
+    demo_windows: Annotated[
+        bool, typer.Option(help="seconds-long payment windows, for `yellowcart demo --url`")
+    ] = False,
 ) -> None:
     """Run everything on the embedded default: local broker, four services, one base URL."""
+    from services.cli.demo import DEMO_ENV
     from services.cli.stack import run_stack
 
     _logging(False)
-    raise typer.Exit(run_stack(port=port, data_dir=data_dir, console=console))
+    extra_env = DEMO_ENV if demo_windows else {}
+    raise typer.Exit(run_stack(port=port, data_dir=data_dir, console=console, extra_env=extra_env))
+
+
+@app.command()
+def gateway(
+    upstream: Annotated[
+        list[str], typer.Option(help="service=url, once per service (order=http://order:8000)")
+    ],
+    host: Annotated[str | None, typer.Option(help="default: YELLOWCART_HTTP_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: YELLOWCART_HTTP_PORT")] = None,
+) -> None:
+    """Serve every route on one address in front of separately deployed services."""
+    import uvicorn
+
+    from shared.gateway import create_gateway
+
+    settings = Settings()
+    upstreams = dict(item.split("=", 1) for item in upstream)
+    uvicorn.run(
+        create_gateway(upstreams),
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        log_level="warning",
+    )
 
 
 @app.command()
