@@ -11,7 +11,7 @@ import hashlib
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from shared.events.canonical import canonical_json
 from shared.events.contracts import PaymentMethod, SellerCancelReason, Standing
@@ -34,7 +34,17 @@ def _default_windows() -> dict[PaymentMethod, timedelta]:
 
 
 class PaymentRules(_Rules):
-    windows: dict[PaymentMethod, timedelta] = Field(default_factory=_default_windows)
+    windows: dict[PaymentMethod, timedelta] = Field(
+        default_factory=_default_windows,
+        description="per method; methods left out keep their default window",
+    )
+
+    @field_validator("windows")
+    @classmethod
+    def _keep_unnamed_defaults(
+        cls, windows: dict[PaymentMethod, timedelta]
+    ) -> dict[PaymentMethod, timedelta]:
+        return {**_default_windows(), **windows}
 
     def window_for(self, method: PaymentMethod) -> timedelta | None:
         """The payment window of a method; None for cash on delivery (no deadline)."""
@@ -72,6 +82,14 @@ def _default_bands() -> tuple[StandingBand, ...]:
 
 class PenaltyRules(_Rules):
     points: dict[SellerCancelReason, int] = Field(default_factory=_default_points)
+
+    @field_validator("points")
+    @classmethod
+    def _keep_unnamed_points(
+        cls, points: dict[SellerCancelReason, int]
+    ) -> dict[SellerCancelReason, int]:
+        return {**_default_points(), **points}
+
     points_expiry: timedelta = timedelta(days=90)
     rate_window: timedelta = timedelta(days=7)
     rate_min_orders: int = Field(

@@ -43,8 +43,8 @@ class Settings(BaseSettings):
         description="stable name of this replica (lease owner); default host:pid. A restarted "
         "process with the same id takes its leases back at once instead of waiting them out",
     )
-    http_host: str = "127.0.0.1"
-    http_port: int = 8000
+    http_host: str = Field("127.0.0.1", description="address `serve` listens on")
+    http_port: int = Field(8000, description="port `serve` listens on")
     max_body_bytes: int = Field(16_384, description="request bodies above this are refused (413)")
     relay_interval_s: float = Field(0.05, description="outbox relay poll interval")
     timer_interval_s: float = Field(0.2, description="timer scheduler poll interval")

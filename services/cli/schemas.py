@@ -93,3 +93,31 @@ def event_catalogue_markdown() -> str:
             f"{event_class.schema_version} | {fields} |"
         )
     return "\n".join(lines)
+
+
+def _flatten_defaults(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+        rows: list[tuple[str, Any]] = []
+        for key, inner in value.items():
+            rows.extend(_flatten_defaults(f"{prefix}__{key.upper()}", inner))
+        return rows
+    return [(prefix, value)]
+
+
+def settings_markdown() -> str:
+    """The README's table of every YELLOWCART_ setting with its default."""
+    from shared.settings import Settings
+
+    defaults = Settings.model_construct().model_dump(mode="json", exclude={"policy"})
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        if name == "policy":
+            continue
+        default = json.dumps(defaults[name]) if defaults[name] not in ("", None) else "—"
+        lines.append(f"| `YELLOWCART_{name.upper()}` | `{default}` | {field.description or ''} |")
+    from shared.policy import Policy
+
+    policy = Policy().model_dump(mode="json", exclude={"version"})
+    for variable, value in _flatten_defaults("YELLOWCART_POLICY", policy):
+        lines.append(f"| `{variable}` | `{json.dumps(value)}` | policy (see §Policy) |")
+    return "\n".join(lines)
