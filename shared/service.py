@@ -46,9 +46,9 @@ TimerHandler = Callable[[DueTimer], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Subscription:
-    """Consume `topic` in the consumer group `<service>.<purpose>`."""
+    """Consume `topics` in the consumer group `<service>.<purpose>` (one consumer, one join)."""
 
-    topic: str
+    topics: tuple[str, ...]
     purpose: str
     handler: EventHandler
 
@@ -106,16 +106,18 @@ def create_service_app(
         documents = await open_document_store(url)
         runtime = Runtime(spec.name, settings, clock, store, documents, default_registry())
         wiring = spec.wire(runtime)
-        broker = make_kafka_broker(settings)
+        broker = make_kafka_broker(settings, log_level=logging.DEBUG)
         for subscription in wiring.subscriptions:
             runtime.consumers.append(
                 subscribe_events(
                     broker,
-                    subscription.topic,
-                    group_id=f"{spec.name}.{subscription.purpose}.{subscription.topic}",
+                    subscription.topics,
+                    group_id=f"{spec.name}.{subscription.purpose}",
                     handler=subscription.handler,
                     registry=runtime.registry,
                     clock=clock,
+                    session_timeout_ms=settings.consumer_session_timeout_ms,
+                    heartbeat_interval_ms=settings.consumer_session_timeout_ms // 5,
                 )
             )
         owner = process_owner(spec.name, settings.instance_id)

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     http_port: int = Field(8000, description="port `serve` listens on")
     max_body_bytes: int = Field(16_384, description="request bodies above this are refused (413)")
     relay_interval_s: float = Field(0.05, description="outbox relay poll interval")
+    consumer_session_timeout_ms: int = Field(
+        6000, description="consumer-group session timeout: how fast a dead consumer is replaced"
+    )
     timer_interval_s: float = Field(0.2, description="timer scheduler poll interval")
     policy: Policy = Field(default_factory=Policy)
 

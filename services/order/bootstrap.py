@@ -21,12 +21,15 @@ def wire(runtime: Runtime) -> Wiring:
         clock=runtime.clock,
         policy=runtime.settings.policy,
     )
-    reactions = [
-        Subscription(PAYMENT_TOPIC, "reactions", partial(handlers.on_payment_event, ctx)),
-        Subscription(DISPUTE_TOPIC, "reactions", partial(handlers.on_dispute_event, ctx)),
-    ]
-    views = [Subscription(topic, "view", partial(handlers.project, ctx)) for topic in TOPICS]
-    return Wiring(context=ctx, subscriptions=[*reactions, *views])
+    return Wiring(
+        context=ctx,
+        subscriptions=[
+            Subscription(
+                (PAYMENT_TOPIC, DISPUTE_TOPIC), "reactions", partial(handlers.react_to, ctx)
+            ),
+            Subscription(TOPICS, "view", partial(handlers.project, ctx)),
+        ],
+    )
 
 
 SPEC = ServiceSpec(name="order", title="yellowcart order service", routers=[router], wire=wire)

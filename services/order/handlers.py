@@ -129,7 +129,8 @@ async def ship(ctx: OrderContext, caller: Caller, order_id: str, tracking: str |
 # --- reactions to other services' events ---------------------------------------------------
 
 
-async def on_payment_event(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
+async def react_to(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
+    """Payments confirm or expire an order; an approved seller cancellation cancels it."""
     match event:
         case PaymentReceived():
             await react(
@@ -138,20 +139,17 @@ async def on_payment_event(ctx: OrderContext, envelope: Envelope, event: DomainE
                 event.order_id,
                 lambda o: o.confirm_payment(event.gateway_reference, event.amount, event.paid_at),
             )
+        case SellerCancelApproved():
+            await react(
+                ctx.orders,
+                envelope,
+                event.order_id,
+                lambda o: o.cancel_by_platform(event.filing_id, event.reason, event.seller_fault),
+            )
         case PaymentDeadlineExpired():
             await react(
                 ctx.orders, envelope, event.order_id, lambda o: o.expire_payment(event.deadline_at)
             )
-
-
-async def on_dispute_event(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
-    if isinstance(event, SellerCancelApproved):
-        await react(
-            ctx.orders,
-            envelope,
-            event.order_id,
-            lambda o: o.cancel_by_platform(event.filing_id, event.reason, event.seller_fault),
-        )
 
 
 # --- the order view ------------------------------------------------------------------------

@@ -89,7 +89,9 @@ async def payment_callback(
         ctx, callback.order_id, callback.gateway_reference, callback.amount, callback.paid_at
     )
     intent = await ctx.intents.get(callback.order_id)
-    refunded = intent is not None and callback.gateway_reference in intent.refunded_references()
+    refunded = intent is not None and any(
+        refund.gateway_reference == callback.gateway_reference for refund in intent.refunds
+    )
     reply: Literal["accepted", "refunded", "duplicate"] = (
         "duplicate" if outcome is Outcome.DUPLICATE else "refunded" if refunded else "accepted"
     )

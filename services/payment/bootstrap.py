@@ -24,7 +24,7 @@ def wire(runtime: Runtime) -> Wiring:
     return Wiring(
         context=ctx,
         subscriptions=[
-            Subscription(ORDER_TOPIC, "reactions", partial(handlers.on_order_event, ctx))
+            Subscription((ORDER_TOPIC,), "reactions", partial(handlers.on_order_event, ctx))
         ],
         on_timer=partial(handlers.on_timer, ctx),
     )

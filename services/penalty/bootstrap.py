@@ -21,7 +21,9 @@ def wire(runtime: Runtime) -> Wiring:
     )
     return Wiring(
         context=ctx,
-        subscriptions=[Subscription(ORDER_TOPIC, "records", partial(handlers.on_order_event, ctx))],
+        subscriptions=[
+            Subscription((ORDER_TOPIC,), "records", partial(handlers.on_order_event, ctx))
+        ],
         on_timer=partial(handlers.on_timer, ctx),
     )
 

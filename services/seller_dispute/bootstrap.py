@@ -16,7 +16,9 @@ def wire(runtime: Runtime) -> Wiring:
     ctx = DisputeContext(cases=cases, clock=runtime.clock, policy=runtime.settings.policy)
     return Wiring(
         context=ctx,
-        subscriptions=[Subscription(ORDER_TOPIC, "facts", partial(handlers.on_order_event, ctx))],
+        subscriptions=[
+            Subscription((ORDER_TOPIC,), "facts", partial(handlers.on_order_event, ctx))
+        ],
         on_timer=partial(handlers.on_timer, ctx),
     )
 

@@ -43,7 +43,7 @@ import asyncio
 import dataclasses
 import logging
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -315,7 +315,7 @@ async def _raw_decoder(message: Any, original: Callable[[Any], Awaitable[Any]]) 
 
 def subscribe_events(
     broker: KafkaBroker,
-    topic: str,
+    topic: str | Sequence[str],
     *,
     group_id: str,
     handler: EventHandler,
@@ -328,15 +328,19 @@ def subscribe_events(
     auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest",
     **subscriber_options: Any,
 ) -> EventConsumer:
-    """Register `handler` for the events of `topic` in consumer group `group_id`.
+    """Register `handler` for the events of `topic` (one or several) in consumer group `group_id`.
+
+    Several topics share one consumer (one group join); each record still dead-letters to its
+    own `<topic>.dlq`.
 
     Call before `broker.start()`. `partitions` is used only if FastStream has to create the
     topic (its own default would be a single partition). `subscriber_options` go to
     `broker.subscriber` (e.g. `session_timeout_ms`). Returns the consumer, whose `metrics` a
     /metrics route can read.
     """
+    topics = [topic] if isinstance(topic, str) else list(topic)
     consumer = EventConsumer(
-        topic=topic,
+        topic=",".join(topics),
         handler=handler,
         registry=registry,
         dead_letters=dead_letters or as_sender(broker),
@@ -345,7 +349,7 @@ def subscribe_events(
         clock=clock,
     )
     subscriber = broker.subscriber(
-        Topic(topic, num_partitions=partitions),
+        *(Topic(name, num_partitions=partitions) for name in topics),
         group_id=group_id,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset=auto_offset_reset,
