@@ -63,8 +63,10 @@ def create_gateway(upstreams: Mapping[str, str]) -> FastAPI:
             except httpx.HTTPError as error:
                 states[name] = f"down: {type(error).__name__}"
         ready = all(isinstance(state, dict) for state in states.values())
-        return JSONResponse({"status": "ok" if ready else "degraded", "services": states},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ok" if ready else "degraded", "services": states},
+            status_code=200 if ready else 503,
+        )
 
     @app.get("/openapi.json")
     async def openapi() -> JSONResponse:
@@ -110,7 +112,8 @@ def create_gateway(upstreams: Mapping[str, str]) -> FastAPI:
                 headers={"Retry-After": "1"},
             )
         out_headers = {
-            k: v for k, v in upstream.headers.items()
+            k: v
+            for k, v in upstream.headers.items()
             if k.lower() not in _HOP_BY_HOP | {"content-length", "content-encoding"}
         }
         return Response(upstream.content, upstream.status_code, out_headers)
