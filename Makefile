@@ -26,6 +26,14 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+run: install
+	$(BIN)/yellowcart up
+
+up: run
+
+demo: install
+	$(BIN)/yellowcart demo
+
 bench: bench-store
 
 bench-store: install
