@@ -56,6 +56,14 @@ class CaseReply(BaseModel):
     closed_because: str | None
 
 
+class CaseView(CaseReply):
+    buyer_id: str | None
+    seller_id: str | None
+    order_paid: bool
+    order_shipped: bool
+    order_cancelled: bool
+
+
 class RequestReply(CaseReply):
     request_id: str
     respond_by: datetime
@@ -133,3 +141,16 @@ async def reject(
     require_role(caller, Role.OPERATOR)
     case = await handlers.decide(ctx, caller, filing_id, False, body.note if body else None)
     return CaseReply(**_case_reply(case))
+
+
+@router.get("/cases/{order_id}", summary="the cancellation case of an order (owner, operator)")
+async def get_case(order_id: str, caller: CallerDep, ctx: Context) -> CaseView:
+    case = await handlers.visible_case(ctx, caller, order_id)
+    return CaseView(
+        buyer_id=case.facts.buyer_id,
+        seller_id=case.facts.seller_id,
+        order_paid=case.facts.paid_at is not None,
+        order_shipped=case.facts.shipped,
+        order_cancelled=case.facts.cancelled,
+        **_case_reply(case),
+    )

@@ -16,7 +16,7 @@ from services.seller_dispute.domain import (
 )
 from shared.aggregate import NotFound
 from shared.application import Repository, handle_event, react
-from shared.auth import Caller
+from shared.auth import Caller, Role
 from shared.clock import Clock
 from shared.events.contracts import (
     BuyerCancelReason,
@@ -67,6 +67,17 @@ async def _case(ctx: DisputeContext, order_id: str) -> CancellationCase:
     if case is None:
         raise NotFound(f"order {order_id} not found", order_id=order_id)
     return case
+
+
+async def visible_case(ctx: DisputeContext, caller: Caller, order_id: str) -> CancellationCase:
+    case = await ctx.cases.get(order_id)
+    if case is not None and (
+        caller.role is Role.OPERATOR
+        or (caller.role is Role.BUYER and case.facts.buyer_id == caller.sub)
+        or (caller.role is Role.SELLER and case.facts.seller_id == caller.sub)
+    ):
+        return case
+    raise NotFound(f"order {order_id} not found", order_id=order_id)
 
 
 async def _save(ctx: DisputeContext, case: CancellationCase) -> CancellationCase:

@@ -7,19 +7,23 @@ sharing the session broker would mix their histories); each test gets fresh SQLi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from shared.events.contracts import TOPICS
 from shared.localbroker import LocalBroker, create_topics, free_port
+from tests.conftest import read_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
@@ -116,3 +120,18 @@ def processes_factory(
     yield make
     for processes in started:
         processes.stop_all()
+
+
+async def events_by_order(
+    broker: LocalBroker, topic: str, count: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Read `count` records of `topic` (and a second more, to catch extras), by order."""
+    records = await read_records(broker.bootstrap_servers, topic, count, timeout_s=30, settle_s=1)
+    by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        envelope = json.loads(record.value)
+        data = envelope["data"]
+        key = ("penalty" in topic and data["seller_id"]) or data["order_id"]
+        assert record.key.decode() == key, "events are keyed by order (penalties: by seller)"
+        by_order[data.get("order_id", f"seller:{data.get('seller_id')}")].append(envelope)
+    return by_order

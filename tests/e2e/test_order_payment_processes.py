@@ -4,7 +4,6 @@ cancel, expire, refund), asserted through HTTP and by reading the topics with a 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from typing import Any
 from uuid import uuid4
 
@@ -14,25 +13,13 @@ from services.cli.demo import Api
 from shared.auth import Role
 from shared.localbroker import LocalBroker
 from shared.settings import Settings
-from tests.conftest import read_records
+from tests.e2e.conftest import events_by_order
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
 
 SHORT = {
     "YELLOWCART_POLICY__PAYMENT__WINDOWS": json.dumps({"ovo": "PT3S", "bank_transfer": "PT1H"}),
 }
-
-
-async def events_by_order(
-    broker: LocalBroker, topic: str, count: int
-) -> dict[str, list[dict[str, Any]]]:
-    records = await read_records(broker.bootstrap_servers, topic, count, timeout_s=30, settle_s=1)
-    by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        envelope = json.loads(record.value)
-        assert record.key.decode() == envelope["data"]["order_id"]
-        by_order[envelope["data"]["order_id"]].append(envelope)
-    return by_order
 
 
 async def test_order_and_payment_processes_play_the_unpaid_order_story(
