@@ -10,6 +10,7 @@ If the broker itself dies it is restarted on the same port and every service wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -106,7 +107,7 @@ def _banner(console: Console, base_url: str, settings: Settings) -> None:
     console.print("  example tokens (Authorization: Bearer <token>):")
     for role, sub in EXAMPLE_USERS:
         token = mint_token(settings.token_secret, sub, role, now, timedelta(days=30))
-        console.print(f"    {role.value:<9}{sub:<12}{token}")
+        console.print(f"    {role.value:<9}{sub:<12}{token}", soft_wrap=True)
     console.print("  Ctrl-C stops everything; data stays in the data directory.\n")
 
 
@@ -151,7 +152,9 @@ def run_stack(
                 create_gateway(upstreams), host="127.0.0.1", port=port, log_level="warning"
             )
         )
-        server.run()
+        # uvicorn re-raises Ctrl-C once it has shut down: for us that is a clean stop
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
         return 0 if server.started else 1
     finally:
         stop.set()
