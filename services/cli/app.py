@@ -180,9 +180,15 @@ def republish(
 @app.command()
 def schemas(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("deploy/asyncapi"),
+    readme: Annotated[
+        Path | None, typer.Option(help="also refresh this README's generated tables")
+    ] = None,
 ) -> None:
     """Export the JSON Schema of every event and an AsyncAPI document, from the code."""
-    from services.cli.schemas import write_schemas
+    from services.cli.schemas import refresh_readme, write_schemas
 
     for path in write_schemas(out):
         console.print(f"wrote {path}")
+    if readme is not None:
+        readme.write_text(refresh_readme(readme.read_text()))
+        console.print(f"refreshed {readme}")

@@ -121,3 +121,16 @@ def settings_markdown() -> str:
     for variable, value in _flatten_defaults("YELLOWCART_POLICY", policy):
         lines.append(f"| `{variable}` | `{json.dumps(value)}` | policy (see §Policy) |")
     return "\n".join(lines)
+
+
+GENERATED_SECTIONS = {"events": event_catalogue_markdown, "settings": settings_markdown}
+
+
+def refresh_readme(text: str) -> str:
+    """The README with its generated sections (between `<!-- name:start/end -->`) rewritten."""
+    for name, make in GENERATED_SECTIONS.items():
+        start, end = f"<!-- {name}:start -->\n", f"\n<!-- {name}:end -->"
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = f"{before}{start}{make()}{end}{after}"
+    return text
