@@ -34,7 +34,8 @@ from shared.policy import PenaltyRules, Policy
 SELLER = "seller-1"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 POLICY = Policy()
-RATE_ONLY = Policy(penalty=PenaltyRules(points={}))
+# no reason carries points (reasons left out of a policy keep their default, so say 0)
+RATE_ONLY = Policy(penalty=PenaltyRules(points=dict.fromkeys(SellerCancelReason, 0)))
 OUT_OF_STOCK = SellerCancelReason.OUT_OF_STOCK
 CANNOT_SHIP = SellerCancelReason.CANNOT_SHIP
 
