@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -39,9 +39,13 @@ class Problem(BaseModel):
     extra: dict[str, Any] | None = Field(None, description="machine-readable details")
 
 
-class HTTPProblem(Exception):
+class HTTPProblem(HTTPException):
+    """A problem raised at the edge. It is a FastAPI HTTPException so that FastAPI re-raises it
+    when it comes out of reading the body (BodySizeLimit on a streamed body) instead of turning
+    it into a 400 "error parsing the body"; its own handler still renders it."""
+
     def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
+        super().__init__(status, detail)
         self.status, self.title, self.detail, self.extra = status, title, detail, extra
 
 
@@ -99,12 +103,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_http_problem(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPProblem)
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        extra = dict(error.extra)
+        errors = extra.pop("errors", None)
         return problem_response(
             error.status,
             error.title,
             error.detail,
             str(request.url.path),
-            extra=error.extra or None,
+            errors=errors,
+            extra=extra or None,
             headers=headers,
         )
 
@@ -209,8 +216,13 @@ def signature_matches(secret: str, body: bytes, signature: str | None) -> bool:
     return signature is not None and hmac.compare_digest(sign_body(secret, body), signature)
 
 
+# The schema sits under application/problem+json, the media type errors are sent with; a
+# `model` here would document it under application/json instead, which no error uses.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text}
+    status: {
+        "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema()}},
+        "description": text,
+    }
     for status, text in {
         401: "missing or invalid bearer token",
         403: "the caller's role may not use this route",
