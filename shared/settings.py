@@ -65,6 +65,8 @@ class Settings(BaseSettings):
                         f"YELLOWCART_{name.upper()} must be set: the development secret "
                         "is only allowed when YELLOWCART_ENVIRONMENT=embedded"
                     )
+                if len(getattr(self, name)) < 32:
+                    raise ValueError(f"YELLOWCART_{name.upper()} must be at least 32 characters")
         return self
 
     def store_url_for(self, service: str) -> str:

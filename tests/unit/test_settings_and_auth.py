@@ -1,0 +1,98 @@
+"""Settings refuse development secrets outside the embedded default; tokens say who calls."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from services.cli import app
+from shared.auth import InvalidToken, Role, mint_token, verify_token
+from shared.policy import Policy
+from shared.settings import DEV_TOKEN_SECRET, Settings
+
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+SECRET = "s" * 32
+
+
+def test_production_refuses_the_development_token_secret() -> None:
+    with pytest.raises(ValidationError, match="YELLOWCART_TOKEN_SECRET must be set"):
+        Settings(environment="production", gateway_secret="g" * 32)
+
+
+def test_production_refuses_the_development_gateway_secret() -> None:
+    with pytest.raises(ValidationError, match="YELLOWCART_GATEWAY_SECRET must be set"):
+        Settings(environment="production", token_secret="t" * 32)
+
+
+def test_production_with_own_secrets_is_accepted() -> None:
+    settings = Settings(environment="production", token_secret="t" * 32, gateway_secret="g" * 32)
+    assert settings.token_secret != DEV_TOKEN_SECRET
+
+
+def test_settings_come_from_prefixed_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("YELLOWCART_BROKER_URL", "kafka:9092")
+    monkeypatch.setenv("YELLOWCART_POLICY__DISPUTE__REVIEW_MODE", "auto")
+    monkeypatch.setenv("YELLOWCART_POLICY__PAYMENT__WINDOWS__OVO", "PT5S")
+    settings = Settings()
+    assert settings.broker_url == "kafka:9092"
+    assert settings.policy.dispute.review_mode == "auto"
+    assert settings.policy.payment.windows["ovo"] == timedelta(seconds=5)
+    assert settings.policy.payment.windows["bank_transfer"] == timedelta(hours=24)
+
+
+def test_each_service_gets_its_own_sqlite_file_by_default() -> None:
+    settings = Settings(data_dir="/data")
+    assert settings.store_url_for("seller-dispute") == "sqlite:////data/seller_dispute.db"
+    assert settings.store_url_for("order") != settings.store_url_for("payment")
+
+
+def test_a_changed_policy_has_a_different_version() -> None:
+    assert Policy().version != Policy.model_validate({"dispute": {"review_mode": "auto"}}).version
+    assert Policy().version == Policy().version
+
+
+def test_a_minted_token_names_its_caller() -> None:
+    token = mint_token(SECRET, "b-1", Role.BUYER, NOW, timedelta(hours=1))
+    with pytest.raises(InvalidToken):  # expired: NOW is in the past for the real clock
+        verify_token(SECRET, token)
+    fresh = mint_token(SECRET, "b-1", Role.BUYER, datetime.now(UTC), timedelta(hours=1))
+    caller = verify_token(SECRET, fresh)
+    assert (caller.sub, caller.role) == ("b-1", Role.BUYER)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"sub": "x", "role": "admin"}, {"role": "buyer"}, {"sub": "x"}],
+    ids=["unknown-role", "no-sub", "no-role"],
+)
+def test_tokens_with_bad_claims_are_refused(claims: dict[str, str]) -> None:
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken):
+        verify_token(SECRET, token)
+
+
+def test_a_token_signed_with_another_secret_is_refused() -> None:
+    token = mint_token("o" * 32, "b-1", Role.BUYER, datetime.now(UTC), timedelta(hours=1))
+    with pytest.raises(InvalidToken):
+        verify_token(SECRET, token)
+
+
+def test_the_token_command_mints_a_token_for_the_configured_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("YELLOWCART_TOKEN_SECRET", "c" * 32)
+    result = CliRunner().invoke(app, ["token", "--role", "seller", "--sub", "shop-9"])
+    assert result.exit_code == 0, result.output
+    caller = verify_token("c" * 32, result.output.strip())
+    assert (caller.sub, caller.role) == ("shop-9", Role.SELLER)
+
+
+def test_production_refuses_short_secrets() -> None:
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings(environment="production", token_secret="short", gateway_secret="g" * 32)
