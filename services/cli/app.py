@@ -30,6 +30,8 @@ def _logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # probing a starting broker logs refused connections that mean "not yet"
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 @app.command()
