@@ -3,9 +3,9 @@
 Money is never kept for an order that does not go ahead (DESIGN §4.7). Every payment the
 gateway reports is either the one payment of an open intent, or refunded exactly once:
 - open intent, unpaid: PaymentReceived (the order is paid);
-- closed, expired or refunded intent: LatePaymentReceived, then RefundIssued(late_payment);
-- paid intent, another gateway reference (the buyer paid twice): RefundIssued(late_payment)
-  alone, because LatePaymentReceived.intent_status has no `paid`;
+- closed, expired or refunded intent, or a paid intent paid again under another gateway
+  reference (the buyer paid twice): LatePaymentReceived(intent_status), then
+  RefundIssued(late_payment);
 - the same gateway reference again: nothing (the gateway retries its callbacks).
 So no reference is refunded twice: a known reference is a retry, and the kept payment is
 refunded only while the intent is `paid`, which that refund ends.
@@ -49,7 +49,8 @@ class IntentStatus(StrEnum):
     REFUNDED = "refunded"
 
 
-_SETTLED: dict[IntentStatus, Literal["closed", "expired", "refunded"]] = {
+_SETTLED: dict[IntentStatus, Literal["paid", "closed", "expired", "refunded"]] = {
+    IntentStatus.PAID: "paid",
     IntentStatus.CLOSED: "closed",
     IntentStatus.EXPIRED: "expired",
     IntentStatus.REFUNDED: "refunded",
@@ -142,16 +143,15 @@ class PaymentIntent(Aggregate):
                 )
             )
             return Outcome.RECORDED
-        if self.status is not IntentStatus.PAID:
-            self.record(
-                LatePaymentReceived(
-                    order_id=self.id,
-                    gateway_reference=gateway_reference,
-                    amount=amount,
-                    paid_at=paid_at,
-                    intent_status=_SETTLED[self.status],
-                )
+        self.record(
+            LatePaymentReceived(
+                order_id=self.id,
+                gateway_reference=gateway_reference,
+                amount=amount,
+                paid_at=paid_at,
+                intent_status=_SETTLED[self.status],
             )
+        )
         self._refund(gateway_reference, amount, "late_payment")
         return Outcome.RECORDED
 

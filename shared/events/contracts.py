@@ -172,14 +172,15 @@ class PaymentReceived(PaymentEvent):
 
 
 class LatePaymentReceived(PaymentEvent):
-    """Money arrived for an intent that was closed or expired: recorded, then refunded."""
+    """Money the intent cannot take (closed, expired, refunded, or already paid under another
+    gateway reference): recorded, then refunded."""
 
     event_type: ClassVar[str] = "LatePaymentReceived"
     gateway_reference: str
     amount: int
     currency: Currency = "IDR"
     paid_at: AwareDatetime
-    intent_status: Literal["closed", "expired", "refunded"]
+    intent_status: Literal["paid", "closed", "expired", "refunded"]
 
 
 class PaymentDeadlineExpired(PaymentEvent):

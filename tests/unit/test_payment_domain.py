@@ -175,12 +175,19 @@ def test_a_known_reference_with_another_amount_is_a_conflict() -> None:
     assert len(intent.pending) == 2
 
 
-def test_a_second_payment_for_a_paid_intent_is_refunded() -> None:
+def test_a_second_payment_for_a_paid_intent_is_recorded_and_refunded() -> None:
     intent = paid_intent("gw-1")
 
     assert intent.receive_payment("gw-2", AMOUNT, PAID_AT) is Outcome.RECORDED
 
     assert intent.pending[2:] == [
+        LatePaymentReceived(
+            order_id=ORDER_ID,
+            gateway_reference="gw-2",
+            amount=AMOUNT,
+            paid_at=PAID_AT,
+            intent_status="paid",
+        ),
         RefundIssued(
             order_id=ORDER_ID,
             refund_id=f"rf-{ORDER_ID}-1",
