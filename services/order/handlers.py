@@ -17,7 +17,7 @@ from uuid import uuid4
 
 from services.order.domain import Order
 from services.order.projection import COLLECTION, View, apply_event, order_id_of
-from shared.aggregate import NotFound
+from shared.aggregate import Invalid, NotFound
 from shared.application import Repository, react
 from shared.auth import Caller, Role
 from shared.clock import Clock
@@ -66,29 +66,41 @@ async def place_order(
     payment_method: PaymentMethod,
     idempotency_key: str | None,
 ) -> PlacedOrder:
+    """Place an order; a retry with the same Idempotency-Key returns the first order, and the
+    same key with a different order is refused (it is a client bug, not a retry)."""
     causation_id = f"place:{buyer_id}:{idempotency_key}" if idempotency_key else None
-    if causation_id and (earlier := await _placed_by(ctx, causation_id)) is not None:
-        return earlier
     now = ctx.clock.now()
-    order_id = f"ord-{uuid4().hex[:16]}"
-    order = Order.place(order_id, buyer_id, seller_id, items, shipping_address, payment_method, now)
+    order = Order.place(
+        f"ord-{uuid4().hex[:16]}", buyer_id, seller_id, items, shipping_address, payment_method, now
+    )
+    if causation_id and (earlier := await _placed_by(ctx, causation_id, order)) is not None:
+        return earlier
     try:
-        await ctx.orders.save(order, causation_id=causation_id, correlation_id=order_id)
-    except DuplicateCausation:  # the same key raced in from a retry
+        await ctx.orders.save(order, causation_id=causation_id, correlation_id=order.id)
+    except DuplicateCausation:  # the same key raced in from a concurrent retry
         assert causation_id is not None
-        earlier = await _placed_by(ctx, causation_id)
+        earlier = await _placed_by(ctx, causation_id, order)
         assert earlier is not None
         return earlier
     return PlacedOrder(order, now, replayed=False)
 
 
-async def _placed_by(ctx: OrderContext, causation_id: str) -> PlacedOrder | None:
+async def _placed_by(ctx: OrderContext, causation_id: str, retry: Order) -> PlacedOrder | None:
     commit = await ctx.store.commit_by_causation(causation_id)
     if commit is None:
         return None
-    order = await ctx.orders.get(commit.events[0].data["order_id"])
+    placed = commit.events[0]
+    same_order = {k: v for k, v in placed.data.items() if k != "order_id"} == {
+        k: v for k, v in retry.pending[0].model_dump(mode="json").items() if k != "order_id"
+    }
+    if not same_order:
+        raise Invalid(
+            "this Idempotency-Key was already used for a different order; use a new key",
+            order_id=placed.data["order_id"],
+        )
+    order = await ctx.orders.get(placed.data["order_id"])
     assert order is not None
-    return PlacedOrder(order, commit.events[0].occurred_at, replayed=True)
+    return PlacedOrder(order, placed.occurred_at, replayed=True)
 
 
 def payment_deadline(policy: Policy, order: Order, placed_at: datetime) -> datetime | None:

@@ -18,7 +18,7 @@ from tests.integration.harness import running_bus
 runner = CliRunner()
 
 
-async def a_cancelled_paid_order(data_dir: Path) -> str:
+async def a_paid_order(data_dir: Path) -> str:
     async with running_bus(data_dir) as bus:
         order_id = await bus.place_order()
         await bus.pump()
@@ -34,7 +34,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_audit_shows_the_cross_service_timeline_with_intact_chains(data_dir: Path) -> None:
-    order_id = asyncio.run(a_cancelled_paid_order(data_dir))
+    order_id = asyncio.run(a_paid_order(data_dir))
     result = runner.invoke(app, ["audit", order_id, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -48,7 +48,7 @@ def test_audit_shows_the_cross_service_timeline_with_intact_chains(data_dir: Pat
 
 
 def test_verify_passes_and_then_catches_an_edited_event(data_dir: Path) -> None:
-    asyncio.run(a_cancelled_paid_order(data_dir))
+    asyncio.run(a_paid_order(data_dir))
     assert runner.invoke(app, ["verify"]).exit_code == 0
     with sqlite3.connect(data_dir / "payment.db") as db:
         db.execute("UPDATE commits SET events = replace(events, '\"amount\":', '\"amount\":9')")
@@ -57,7 +57,7 @@ def test_verify_passes_and_then_catches_an_edited_event(data_dir: Path) -> None:
 
 
 def test_replay_finds_a_drifted_view_and_swap_repairs_it(data_dir: Path) -> None:
-    order_id = asyncio.run(a_cancelled_paid_order(data_dir))
+    order_id = asyncio.run(a_paid_order(data_dir))
     assert runner.invoke(app, ["replay"]).exit_code == 0
 
     async def drift() -> None:

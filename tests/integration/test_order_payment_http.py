@@ -280,6 +280,20 @@ async def test_same_post_with_idempotency_key_places_one_order(
         assert other_key.json()["order_id"] != first.json()["order_id"]
 
 
+async def test_an_idempotency_key_reused_for_a_different_order_is_refused(
+    edge: EdgeFactory, tokens: Tokens
+) -> None:
+    headers = {**tokens.buyer("b-1"), "Idempotency-Key": "k-1"}
+    async with edge("order") as order:
+        first = await order.client.post("/orders", json=order_body("shop-a"), headers=headers)
+        assert first.status_code == 201
+        reused = await order.client.post("/orders", json=order_body("shop-b"), headers=headers)
+        assert reused.status_code == 422
+        assert "Idempotency-Key was already used" in reused.json()["detail"]
+        placed = [e for e in await order.stored_events() if e.event_type == "OrderPlaced"]
+        assert len(placed) == 1
+
+
 # --- buyer cancel --------------------------------------------------------------------------
 
 
