@@ -16,7 +16,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from uuid import uuid4
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -42,6 +42,7 @@ from shared.timers import TimerScheduler
 
 log = logging.getLogger(__name__)
 TimerHandler = Callable[[DueTimer], Awaitable[None]]
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,18 @@ def create_service_app(
         app.include_router(router)
     app.include_router(_operations_router(spec.name))
     return app
+
+
+def context_of(context_type: type[C]) -> Callable[[Request], C]:
+    """A FastAPI dependency handing a route its service's context (built by `wire`)."""
+
+    def dependency(request: Request) -> C:
+        context = request.app.state.context
+        if not isinstance(context, context_type):
+            raise TypeError(f"this app's context is not a {context_type.__name__}")
+        return context
+
+    return dependency
 
 
 def runtime_of(request: Request) -> Runtime:

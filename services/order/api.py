@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.order import handlers
@@ -13,14 +13,9 @@ from services.order.handlers import OrderContext
 from shared.auth import Role
 from shared.events.contracts import BuyerCancelReason, LineItem, PaymentMethod, ShippingAddress
 from shared.http import PROBLEM_RESPONSES, CallerDep, require_role
+from shared.service import context_of
 
-
-def order_context(request: Request) -> OrderContext:
-    context: OrderContext = request.app.state.context
-    return context
-
-
-Context = Annotated[OrderContext, Depends(order_context)]
+Context = Annotated[OrderContext, Depends(context_of(OrderContext))]
 router = APIRouter(tags=["orders"], responses=PROBLEM_RESPONSES)
 
 

@@ -12,14 +12,9 @@ from services.payment import handlers
 from services.payment.domain import Outcome
 from services.payment.handlers import PaymentContext
 from shared.http import PROBLEM_RESPONSES, CallerDep, HTTPProblem, signature_matches
+from shared.service import context_of
 
-
-def payment_context(request: Request) -> PaymentContext:
-    context: PaymentContext = request.app.state.context
-    return context
-
-
-Context = Annotated[PaymentContext, Depends(payment_context)]
+Context = Annotated[PaymentContext, Depends(context_of(PaymentContext))]
 router = APIRouter(tags=["payments"], responses=PROBLEM_RESPONSES)
 SIGNATURE_HEADER = "X-Yellowcart-Signature"
 

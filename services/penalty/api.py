@@ -5,21 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from services.penalty import handlers
 from services.penalty.handlers import PenaltyContext
 from shared.auth import Role
 from shared.http import PROBLEM_RESPONSES, CallerDep, require_role
+from shared.service import context_of
 
-
-def penalty_context(request: Request) -> PenaltyContext:
-    context: PenaltyContext = request.app.state.context
-    return context
-
-
-Context = Annotated[PenaltyContext, Depends(penalty_context)]
+Context = Annotated[PenaltyContext, Depends(context_of(PenaltyContext))]
 router = APIRouter(tags=["sellers"], responses=PROBLEM_RESPONSES)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.seller_dispute import handlers
@@ -14,14 +14,9 @@ from services.seller_dispute.handlers import DisputeContext
 from shared.auth import Role
 from shared.events.contracts import BuyerCancelReason, SellerCancelReason
 from shared.http import PROBLEM_RESPONSES, CallerDep, require_role
+from shared.service import context_of
 
-
-def dispute_context(request: Request) -> DisputeContext:
-    context: DisputeContext = request.app.state.context
-    return context
-
-
-Context = Annotated[DisputeContext, Depends(dispute_context)]
+Context = Annotated[DisputeContext, Depends(context_of(DisputeContext))]
 router = APIRouter(tags=["seller cancellations"], responses=PROBLEM_RESPONSES)
 
 
