@@ -40,7 +40,9 @@ def mint_token(secret: str, sub: str, role: Role, now: datetime, ttl: timedelta)
 
 def verify_token(secret: str, token: str) -> Caller:
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub"]})
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
+        )
         return Caller(sub=str(claims["sub"]), role=Role(str(claims.get("role"))))
     except (jwt.PyJWTError, ValueError) as error:
         raise InvalidToken(str(error)) from None
