@@ -194,7 +194,7 @@ def test_a_second_payment_for_a_paid_intent_is_recorded_and_refunded() -> None:
             gateway_reference="gw-2",
             amount=AMOUNT,
             reason="late_payment",
-        )
+        ),
     ]
     assert intent.status is IntentStatus.PAID
     assert intent.payment is not None and intent.payment.gateway_reference == "gw-1"
