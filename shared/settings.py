@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     kafka_idempotence: bool = Field(
         False, description="idempotent producer: on for real Kafka, off for the local Tansu broker"
     )
+    kafka_request_timeout_ms: int = Field(
+        15_000, description="a produce not acknowledged by then fails and is retried by the relay"
+    )
     store_url: str = Field(
         "", description="event store URL (sqlite:///var/<service>.db or mongodb://…); per service"
     )

@@ -31,7 +31,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         # a user would notice; requests time out well before a consumer group's session does
         "linger_ms": 5,
         "max_batch_size": 64 * 1024,
-        "request_timeout_ms": 15_000,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
     }
 
 
