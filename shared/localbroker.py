@@ -27,6 +27,8 @@ from typing import IO
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from shared.supervisor import die_with_parent
+
 DEFAULT_PARTITIONS = 4
 
 
@@ -111,6 +113,7 @@ class LocalBroker:
             stderr=self._stderr,
             env=env,
             start_new_session=True,  # a Ctrl-C in a CLI reaches us, and we stop it in order
+            preexec_fn=die_with_parent,  # ...and a SIGKILLed parent takes the broker with it
         )
 
     async def start(self) -> LocalBroker:

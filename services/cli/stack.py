@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -111,6 +112,10 @@ def _banner(console: Console, base_url: str, settings: Settings) -> None:
     console.print("  Ctrl-C stops everything; data stays in the data directory.\n")
 
 
+def _stop_requested(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_stack(
     port: int, data_dir: Path, console: Console, extra_env: Mapping[str, str] | None = None
 ) -> int:
@@ -152,7 +157,9 @@ def run_stack(
                 create_gateway(upstreams), host="127.0.0.1", port=port, log_level="warning"
             )
         )
-        # uvicorn re-raises Ctrl-C once it has shut down: for us that is a clean stop
+        # uvicorn re-raises the signal that stopped it once it has shut down; SIGTERM's default
+        # action would end this process before the services and the broker are stopped
+        signal.signal(signal.SIGTERM, _stop_requested)
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         return 0 if server.started else 1
