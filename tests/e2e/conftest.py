@@ -23,6 +23,7 @@ import pytest
 
 from shared.events.contracts import TOPICS
 from shared.localbroker import LocalBroker, create_topics, free_port
+from shared.supervisor import die_with_parent
 from tests.conftest import read_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
@@ -62,6 +63,7 @@ class Processes:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
 

@@ -22,6 +22,7 @@ from shared.clock import SystemClock
 from shared.localbroker import free_port
 from shared.settings import Settings
 from shared.storage import open_event_store
+from shared.supervisor import die_with_parent
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
 
@@ -42,6 +43,7 @@ def start_up(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=(data_dir.parent / "up.out").open("ab"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "YELLOWCART_CONSUMER_SESSION_TIMEOUT_MS": "3000"},
+        preexec_fn=die_with_parent,
     )
 
 
