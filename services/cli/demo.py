@@ -193,9 +193,20 @@ def buyer_cancels_unpaid(api: Api, outcome: Outcome) -> None:
     outcome.detail = "cancelled at once by the buyer (changed_mind); payment intent closed"
 
 
+def _short_window(placed: dict[str, Any]) -> None:
+    """The deadline scenarios wait for the payment window: refuse one a demo cannot wait out."""
+    deadline = datetime.fromisoformat(placed["payment_deadline_at"])
+    if deadline - datetime.now(UTC) > timedelta(seconds=45):
+        raise DemoFailure(
+            f"this system's e-wallet payment window ends at {deadline:%H:%M:%S} UTC; start it "
+            "with `yellowcart up --demo-windows`, or run `yellowcart demo` without --url"
+        )
+
+
 def deadline_passes(api: Api, outcome: Outcome) -> None:
     placed = api.place("ovo")
     outcome.order_id = placed["order_id"]
+    _short_window(placed)
     view = api.wait_for(
         outcome.order_id,
         lambda v: v["status"] == "cancelled" and v["payment"]["status"] == "expired",
@@ -257,6 +268,7 @@ def paid_order_cancelled_through_seller(api: Api, outcome: Outcome) -> None:
 def late_payment_refunded(api: Api, outcome: Outcome) -> None:
     placed = api.place("gopay")
     order_id = outcome.order_id = placed["order_id"]
+    _short_window(placed)
     api.wait_for(order_id, lambda v: v["payment"]["status"] == "expired", "expired")
     answer = api.pay(order_id, placed["total_amount"], f"gw-late-{uuid4().hex[:8]}")
     assert_that(answer["outcome"] in ("refunded", "duplicate"), "late payment refunded")
