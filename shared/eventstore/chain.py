@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from shared.events.canonical import GENESIS_HASH, chain_hash
-from shared.events.envelope import Envelope
+from shared.events.envelope import Envelope, canonical_events
 from shared.eventstore.port import Commit, NewCommit
 
 BreakKind = Literal["hash_mismatch", "broken_link", "version_gap"]
@@ -94,7 +94,7 @@ def verify_chain(commits: Sequence[Commit]) -> list[ChainBreak]:
             breaks.append(
                 _break(commit, "broken_link", "prev_hash is not the previous commit's hash")
             )
-        recomputed = chain_hash(commit.prev_hash, [event.wire() for event in commit.events])
+        recomputed = seal_canonical(commit.prev_hash, canonical_events(commit.events))
         if recomputed != commit.hash:
             breaks.append(_break(commit, "hash_mismatch", "events differ from what was hashed"))
         previous[commit.stream_id] = commit
@@ -134,3 +134,43 @@ def stored_envelope(wire: dict[str, Any]) -> Envelope:
     _set(envelope, "__pydantic_extra__", None)
     _set(envelope, "__pydantic_private__", None)
     return envelope
+
+
+_new_commit = object.__new__
+
+
+def stored_commit(
+    position: int,
+    stream_id: str,
+    first_version: int,
+    events: tuple[Envelope, ...],
+    topic: str,
+    partition_key: str,
+    causation_id: str | None,
+    prev_hash: str,
+    hash_: str,
+    published: bool,
+) -> Commit:
+    """A `Commit` from values that are already right, without the frozen dataclass's
+    `__init__` (one `object.__setattr__` per field, a third of a commit's read cost after
+    decoding). The result is an ordinary Commit: same fields, equality, hash and repr; the
+    contract suite compares loaded commits with appended ones.
+    """
+    commit: Commit = _new_commit(Commit)
+    _set(
+        commit,
+        "__dict__",
+        {
+            "position": position,
+            "stream_id": stream_id,
+            "first_version": first_version,
+            "events": events,
+            "topic": topic,
+            "partition_key": partition_key,
+            "causation_id": causation_id,
+            "prev_hash": prev_hash,
+            "hash": hash_,
+            "published": published,
+        },
+    )
+    return commit

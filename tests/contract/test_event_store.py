@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import itertools
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -499,3 +501,57 @@ async def test_an_unknown_store_url_is_refused_clearly() -> None:
 def test_a_mongodb_url_names_its_database() -> None:
     assert mongo_database_name("mongodb://db:27017/payment?replicaSet=rs0") == "payment"
     assert mongo_database_name("mongodb+srv://cluster.example.net/") == "yellowcart"
+
+
+async def test_stored_hashes_are_the_historical_canonical_json_of_the_wire_forms(
+    store: EventStore,
+) -> None:
+    """Hashes are SHA-256 over prev_hash and the standard library's canonical JSON of the wire
+    forms, byte for byte, whatever serialiser an adapter uses: stored chains keep verifying."""
+    tricky = {
+        "note": 'kirim "cepat" ya \n terima kasih — 🙏 \u2028 \x7f',
+        "ratio": 0.1,
+        "tiny": 1e-05,
+        "huge": 1e16,
+        "nested": {"b": [1, None, True], "a": {"ä": "é", "Z": -0}},
+    }
+    first = new_commit("order-1", 0, count=2)
+    plain = await store.append(first)
+    second = NewCommit(
+        stream_id="order-1",
+        expected_version=2,
+        events=[envelope("order-1", 3, **tricky)],
+        topic="order.events",
+        partition_key="order-1",
+    )
+    odd = await store.append(second)
+
+    for stored, commit in ((plain, first), (odd, second)):
+        wires = [event.model_dump(mode="json") for event in commit.events]
+        historical = json.dumps(
+            wires, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        expected = hashlib.sha256(stored.prev_hash.encode() + historical).hexdigest()
+        assert stored.hash == expected
+    assert verify_chain(await store.stream_commits("order-1")) == []
+
+
+async def test_sqlite_reads_integers_beyond_64_bits_back_exactly(tmp_path: Path) -> None:
+    """MongoDB cannot store them; SQLite stores JSON text, and its reader must not turn them
+    into floats (orjson's parser would), or the loaded events would no longer hash the same."""
+    store = await SQLiteEventStore.open(str(tmp_path / "events.db"))
+    try:
+        commit = NewCommit(
+            stream_id="order-1",
+            expected_version=0,
+            events=[envelope("order-1", 1, big=2**64, small=-(2**63) - 1)],
+            topic="order.events",
+            partition_key="order-1",
+        )
+        await store.append(commit)
+        (loaded,) = await store.load_stream("order-1")
+        assert loaded.data["big"] == 2**64 and loaded.data["small"] == -(2**63) - 1
+        assert loaded == commit.events[0]
+        assert verify_chain([c async for c in store.read_all()]) == []
+    finally:
+        await store.close()
