@@ -11,7 +11,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from shared.clock import utc
-from shared.events.canonical import canonical_json, fast_canonical_json
+from shared.events.canonical import canonical_json
 
 
 class DomainEvent(BaseModel):
@@ -90,13 +90,11 @@ class Envelope(BaseModel):
 def canonical_events(events: Sequence[Envelope]) -> bytes:
     """`canonical_json([event.wire() for event in events])`: what a commit stores and hashes.
 
-    The common case skips the wire forms: orjson writes each envelope's fields with its `data`
-    as it is. That is byte-identical because `fast_canonical_json` refuses everything pydantic's
-    JSON mode would write differently (datetimes, sets, bytes, subclasses, non-string keys, ...)
-    and every float; a NaN or infinity in `data`, which orjson writes as `null`, is `None` in the
-    wire form, which is `null` too. `occurred_at` is written by orjson's own RFC 3339 formatter,
-    which for a datetime in UTC is pydantic's format exactly (the unit tests compare them).
-    Anything refused takes the exact path through `wire()`.
+    The common case skips building the wire forms: orjson writes each envelope's fields with
+    its `data` as it is, and `occurred_at` with its own RFC 3339 formatter, which for a UTC
+    datetime is pydantic's format exactly (the unit tests compare them). Anything in `data`
+    that pydantic's JSON mode would write differently from orjson (datetimes, sets, bytes,
+    subclasses of builtins, dataclasses) is refused here and takes the exact path via `wire()`.
     """
     forms: list[dict[str, Any]] = []
     for event in events:
@@ -119,12 +117,23 @@ def canonical_events(events: Sequence[Envelope]) -> bytes:
             }
         )
     else:
-        encoded = fast_canonical_json(forms)
-        if encoded is not None:
-            return encoded
+        try:
+            return _dumps(forms, default=_refuse, option=_EXACT)
+        except TypeError:
+            pass
     return canonical_json([event.wire() for event in events])
+
+
+def _refuse(value: object) -> Any:
+    raise TypeError(f"left to the exact path: {type(value).__name__}")
 
 
 _Fragment = orjson.Fragment
 _dumps = orjson.dumps
 _UTC_Z = orjson.OPT_UTC_Z
+_EXACT = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)

@@ -1,16 +1,20 @@
-"""The SQLite EventStore (aiosqlite, WAL): the embedded default, one file per service.
+"""The SQLite EventStore (WAL): the embedded default, one file per service.
 
-An append is one function run on the writer connection's aiosqlite thread: `BEGIN IMMEDIATE`,
-head check, commit row, its timers, `COMMIT` (or `ROLLBACK` on any error). Queued as one unit,
-it can never interleave with another coroutine's statements on the same connection (what a
-per-connection asyncio.Lock would otherwise be needed for), a cancelled caller cannot leave a
-transaction open, and an append costs one thread hop instead of five, which is most of its
-time. This uses aiosqlite's `Connection._execute` (the primitive its own public methods are
-built on; the version is pinned below 0.23) — `run_in_connection_thread` is the only place.
+An append is one transaction: `BEGIN IMMEDIATE`, head check, commit row, its timers, `COMMIT`
+(or `ROLLBACK` on any error). Under `synchronous=NORMAL` (the default) it runs on the event
+loop's thread on a connection of its own, with no `await` inside, so nothing interleaves with
+it and no thread hop is paid; it can still never block the loop: WAL commits do not fsync at
+NORMAL, the write lock is tried without waiting and retried after an asynchronous sleep while
+another connection holds it, and WAL checkpoints (the only fsyncs) run on the writer
+connection's thread. Under `synchronous=FULL` appends go through aiosqlite's thread instead.
 
-Reads use a second connection: under WAL they never wait for a writer. A `:memory:` database
-has only one connection; reads there queue behind whole transactions, so they never see
-uncommitted rows either.
+The stream head is not read when it is already known (a new stream, or a head this store
+wrote itself); see `_known_head` for why that is as safe as reading it.
+
+Other writes (outbox marks, timers, leases) run on the aiosqlite writer; reads use a second
+connection, and under WAL never wait for a writer. A `:memory:` database has only one
+connection, so everything goes through it. `run_in_connection_thread` uses aiosqlite's
+`Connection._execute` (the primitive its public methods are built on; pinned below 0.23).
 
 `synchronous=NORMAL` under WAL: a commit survives a crash of the process, and the last
 commits before a power loss may be lost (never corrupted). Pass `synchronous="FULL"` to fsync
@@ -19,8 +23,11 @@ every commit.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,12 +61,15 @@ T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 BUSY_TIMEOUT_S = 5.0
+CHECKPOINT_EVERY_APPENDS = 256
+HEAD_CACHE_SIZE = 10_000
+log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS commits (
-    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    position INTEGER PRIMARY KEY,
     stream_id TEXT NOT NULL,
     first_version INTEGER NOT NULL,
     last_version INTEGER NOT NULL,
@@ -101,7 +111,7 @@ _HEAD = (
 )
 _INSERT_COMMIT = (
     "INSERT INTO commits (stream_id, first_version, last_version, events, topic, partition_key,"
-    " causation_id, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position"
+    " causation_id, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_TIMER = (
     "INSERT INTO timers (timer_id, stream_id, name, due_at, data) VALUES (?, ?, ?, ?, ?)"
@@ -180,25 +190,34 @@ def run_in_connection_thread(
 
 class SQLiteEventStore(EventStore):
     def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection | None = None
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection | None = None,
+        appender: sqlite3.Connection | None = None,
     ) -> None:
         """Use `SQLiteEventStore.open(path)`; this takes connections that are already set up."""
         self._writer = writer
         self._reader = reader or writer
+        self._appender = appender
+        self._heads: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._appends_since_checkpoint = 0
+        self._checkpoints: set[asyncio.Task[Any]] = set()
 
     @classmethod
     async def open(cls, path: str, *, synchronous: Synchronous = "NORMAL") -> SQLiteEventStore:
         writer = await connect(path, synchronous=synchronous)
         try:
             await translated(writer.executescript(SCHEMA))
-            reader = None
+            reader = appender = None
             if path != ":memory:":
                 reader = await connect(path, synchronous=synchronous)
                 await translated(reader.execute("PRAGMA query_only = 1"))
+                if synchronous in ("OFF", "NORMAL"):
+                    appender = _appender(path, synchronous)
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader)
+        return cls(writer, reader, appender)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -210,6 +229,7 @@ class SQLiteEventStore(EventStore):
         check_new_commit(commit)
         canonical = canonical_events(commit.events)
         first_version = commit.expected_version + 1
+        last_version = commit.expected_version + len(commit.events)
         timers = [
             (
                 timer.timer_id,
@@ -221,20 +241,25 @@ class SQLiteEventStore(EventStore):
             for timer in commit.timers
         ]
 
+        known_head = self._known_head(commit)
+
         def transaction(connection: sqlite3.Connection) -> tuple[int, str, str]:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                head = connection.execute(_HEAD, (commit.stream_id,)).fetchone()
-                head_version, prev_hash = head if head is not None else (0, GENESIS_HASH)
-                if head_version != commit.expected_version:
-                    raise ConcurrencyConflict(commit.stream_id, commit.expected_version)
+                if known_head is not None:
+                    prev_hash = known_head
+                else:
+                    head = connection.execute(_HEAD, (commit.stream_id,)).fetchone()
+                    head_version, prev_hash = head if head is not None else (0, GENESIS_HASH)
+                    if head_version != commit.expected_version:
+                        raise ConcurrencyConflict(commit.stream_id, commit.expected_version)
                 hash_ = seal_canonical(prev_hash, canonical)
-                (position,) = connection.execute(
+                position = connection.execute(
                     _INSERT_COMMIT,
                     (
                         commit.stream_id,
                         first_version,
-                        commit.expected_version + len(commit.events),
+                        last_version,
                         canonical.decode(),
                         commit.topic,
                         commit.partition_key,
@@ -242,7 +267,7 @@ class SQLiteEventStore(EventStore):
                         prev_hash,
                         hash_,
                     ),
-                ).fetchone()
+                ).lastrowid
                 if timers:
                     connection.executemany(_INSERT_TIMER, timers)
                 connection.execute("COMMIT")
@@ -250,14 +275,20 @@ class SQLiteEventStore(EventStore):
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
+            assert position is not None
             return position, prev_hash, hash_
 
         try:
-            position, prev_hash, hash_ = await translated(
-                run_in_connection_thread(self._writer, transaction)
-            )
+            if self._appender is not None:
+                position, prev_hash, hash_ = await self._append_here(transaction)
+            else:
+                position, prev_hash, hash_ = await translated(
+                    run_in_connection_thread(self._writer, transaction)
+                )
         except sqlite3.IntegrityError as error:
+            self._heads.pop(commit.stream_id, None)
             raise _integrity_error(commit, error) from error
+        self._remember_head(commit.stream_id, last_version, hash_)
         return stored_commit(
             position,
             commit.stream_id,
@@ -270,6 +301,62 @@ class SQLiteEventStore(EventStore):
             hash_,
             False,
         )
+
+    def _known_head(self, commit: NewCommit) -> str | None:
+        """The previous hash when it is known without reading: a new stream's, or the head
+        this store wrote itself. Safe even if another connection appended since: every commit
+        after version v has first_version v+1, so the insert then violates the unique
+        (stream_id, first_version) index and the append is a ConcurrencyConflict; a head
+        never moves back, and the hash of the commit ending at v never changes."""
+        if commit.expected_version == 0:
+            return GENESIS_HASH
+        head = self._heads.get(commit.stream_id)
+        if head is not None and head[0] == commit.expected_version:
+            return head[1]
+        return None
+
+    def _remember_head(self, stream_id: str, version: int, hash_: str) -> None:
+        self._heads[stream_id] = (version, hash_)
+        self._heads.move_to_end(stream_id)
+        if len(self._heads) > HEAD_CACHE_SIZE:
+            self._heads.popitem(last=False)
+
+    async def _append_here(self, transaction: Callable[[sqlite3.Connection], T]) -> T:
+        """Run the append transaction on this thread: no await between BEGIN and COMMIT, so
+        no other coroutine can interleave, and no thread hop (most of an append's cost).
+
+        Only where nothing in it can block: `synchronous=NORMAL` under WAL does not fsync a
+        commit, the write lock is tried without waiting (busy_timeout 0) and, while another
+        connection holds it, retried after an asynchronous sleep, and WAL checkpoints (the
+        only fsyncs) run on the writer connection's own thread.
+        """
+        assert self._appender is not None
+        delay, waited = 0.0005, 0.0
+        while True:
+            try:
+                result = transaction(self._appender)
+                break
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or waited >= BUSY_TIMEOUT_S:
+                    raise StoreUnavailable(f"SQLite failed: {error}") from error
+            except (sqlite3.ProgrammingError, ValueError) as error:
+                raise StoreUnavailable(f"SQLite failed: {error}") from error
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
+        self._appends_since_checkpoint += 1
+        if self._appends_since_checkpoint >= CHECKPOINT_EVERY_APPENDS:
+            self._appends_since_checkpoint = 0
+            task = asyncio.create_task(self._checkpoint())
+            self._checkpoints.add(task)
+            task.add_done_callback(self._checkpoints.discard)
+        return result
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except (sqlite3.Error, ValueError) as error:  # the next one catches up
+            log.warning("WAL checkpoint failed: %s", error)
 
     async def mark_published(self, positions: Sequence[int]) -> None:
         if positions:
@@ -354,6 +441,10 @@ class SQLiteEventStore(EventStore):
         ]
 
     async def close(self) -> None:
+        if self._checkpoints:
+            await asyncio.gather(*self._checkpoints, return_exceptions=True)
+        if self._appender is not None:
+            self._appender.close()
         if self._reader is not self._writer:
             await self._reader.close()
         await self._writer.close()
@@ -380,6 +471,22 @@ def _commit(row: Any) -> Commit:
         hash_,
         bool(pub),
     )
+
+
+def _appender(path: str, synchronous: Synchronous) -> sqlite3.Connection:
+    """The connection appends run on, on the event loop's thread (see `_append_here`)."""
+    try:
+        connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+        connection.execute("PRAGMA busy_timeout = 0")
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
+        connection.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run off the loop
+    except sqlite3.Error as error:
+        raise StoreUnavailable(f"cannot open SQLite database {path}: {error}") from error
+    return connection
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _integrity_error(commit: NewCommit, error: sqlite3.IntegrityError) -> Exception:

@@ -1,12 +1,11 @@
 """`Envelope.wire()` and `canonical_events` are shortcuts: they must equal what they replace.
 
 `wire()` must equal `model_dump(mode="json")`, and `canonical_events(events)` must be the bytes
-the stores have always written and hashed: the standard library's canonical JSON of the wires.
+the stores write and hash: the canonical JSON of the wires (shared/events/canonical.py).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.events.canonical import GENESIS_HASH, chain_hash
+from shared.events.canonical import GENESIS_HASH, canonical_json, chain_hash
 from shared.events.envelope import Envelope, canonical_events
 from shared.eventstore.chain import seal_canonical
 
 
 def reference_canonical(wires: list[dict[str, Any]]) -> bytes:
-    return json.dumps(wires, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return canonical_json(wires)
 
 
 def envelope(occurred_at: datetime, data: dict[str, Any], **fields: Any) -> Envelope:
