@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
@@ -58,6 +60,14 @@ class Child:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+def answers_health(base_url: str, timeout_s: float = 1.0) -> bool:
+    """Whether `GET <base_url>/health` answers 200 (a process that is up and ready)."""
+    try:
+        return httpx.get(f"{base_url}/health", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 class Supervisor:

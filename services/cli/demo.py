@@ -7,6 +7,7 @@ commands are idempotent (an Idempotency-Key, a gateway reference) or checked bef
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from shared.auth import Role, mint_token
 from shared.http import sign_body
 from shared.localbroker import free_port
 from shared.settings import Settings
+from shared.supervisor import answers_health
 
 SHORT_WINDOW = "PT4S"
 DEMO_ENV = {
@@ -51,7 +53,7 @@ ADDRESS = {
 
 
 class DemoFailure(Exception):
-    pass
+    """A scenario did not end as the seed says, or the system did not answer."""
 
 
 @dataclass
@@ -95,12 +97,10 @@ class Api:
             headers["Authorization"] = f"Bearer {self.tokens[role]}"
         deadline = time.monotonic() + 90
         while True:
-            try:
+            with contextlib.suppress(httpx.TransportError):  # a service restarting
                 response = self.client.request(method, path, headers=headers, **kwargs)
                 if response.status_code not in (502, 503, 504):
                     break
-            except httpx.TransportError:
-                pass
             if time.monotonic() > deadline:
                 raise DemoFailure(f"{method} {path}: the system did not answer for 90 s")
             time.sleep(0.5)
@@ -348,11 +348,8 @@ def _wait_up(base_url: str, process: subprocess.Popen[bytes], timeout_s: float) 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise DemoFailure(f"the ephemeral system exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if answers_health(base_url, timeout_s=2):
+            return
         time.sleep(0.5)
     raise DemoFailure("the ephemeral system did not become healthy")
 

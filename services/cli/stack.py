@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import uvicorn
 from rich.console import Console
 
@@ -32,7 +31,7 @@ from shared.events.contracts import TOPICS
 from shared.gateway import create_gateway
 from shared.localbroker import LocalBroker, create_topics, free_port
 from shared.settings import Settings
-from shared.supervisor import Child, Supervisor
+from shared.supervisor import Child, Supervisor, answers_health
 
 EXAMPLE_USERS = ((Role.BUYER, "buyer-1"), (Role.SELLER, "shop-1"), (Role.OPERATOR, "operator-1"))
 
@@ -91,11 +90,8 @@ def _wait_healthy(ports: Mapping[str, int], timeout_s: float, stop: threading.Ev
     pending = dict(ports)
     while pending and time.monotonic() < deadline and not stop.is_set():
         for name, port in list(pending.items()):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    del pending[name]
-            except httpx.HTTPError:
-                pass
+            if answers_health(f"http://127.0.0.1:{port}"):
+                del pending[name]
         time.sleep(0.2)
     return not pending
 

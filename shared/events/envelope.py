@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -117,10 +118,8 @@ def canonical_events(events: Sequence[Envelope]) -> bytes:
             }
         )
     else:
-        try:
+        with contextlib.suppress(TypeError):  # refused: take the exact path below
             return _dumps(forms, default=_refuse, option=_EXACT)
-        except TypeError:
-            pass
     return canonical_json([event.wire() for event in events])
 
 

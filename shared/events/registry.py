@@ -16,7 +16,7 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class UnknownEventType(LookupError):
-    pass
+    """The registry has no class for this event type (a tolerant reader skips such events)."""
 
 
 class EventRegistry:

@@ -18,12 +18,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from shared.events.contracts import TOPICS
 from shared.localbroker import LocalBroker, create_topics, free_port
-from shared.supervisor import die_with_parent
+from shared.supervisor import answers_health, die_with_parent
 from tests.conftest import read_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
@@ -84,11 +83,8 @@ class Processes:
         while time.monotonic() < deadline:
             if self.running[name].poll() is not None:
                 pytest.fail(f"{name} exited:\n{self.log(name)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if answers_health(url):
+                return
             time.sleep(0.2)
         pytest.fail(f"{name} did not become healthy:\n{self.log(name)}")
 

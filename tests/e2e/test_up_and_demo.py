@@ -22,7 +22,7 @@ from shared.clock import SystemClock
 from shared.localbroker import free_port
 from shared.settings import Settings
 from shared.storage import open_event_store
-from shared.supervisor import die_with_parent
+from shared.supervisor import answers_health, die_with_parent
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
 
@@ -51,11 +51,8 @@ def wait_healthy(base_url: str, up: subprocess.Popen[bytes], timeout_s: float = 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert up.poll() is None, "yellowcart up exited"
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if answers_health(base_url, timeout_s=2):
+            return
         time.sleep(0.5)
     pytest.fail("yellowcart up did not become healthy")
 
