@@ -149,6 +149,55 @@ class Api:
                 raise DemoFailure(f"no payment intent for {order_id} after 30 s")
             time.sleep(0.2)
 
+    def cancel(
+        self, order_id: str, reason: str, note: str | None = None, ok: tuple[int, ...] = (200,)
+    ) -> dict[str, Any]:
+        """The buyer's cancel button (409 for a paid order, naming the request route)."""
+        body = {"reason": reason} if note is None else {"reason": reason, "note": note}
+        reply: dict[str, Any] = self.call(
+            "POST", f"/orders/{order_id}/cancel", Role.BUYER, json=body, ok=ok
+        ).json()
+        return reply
+
+    def request_cancellation(self, order_id: str, reason: str) -> dict[str, Any]:
+        """The buyer asks the seller to cancel a paid order."""
+        reply: dict[str, Any] = self.call(
+            "POST",
+            f"/orders/{order_id}/cancellation-requests",
+            Role.BUYER,
+            json={"reason": reason},
+            ok=(201,),
+        ).json()
+        return reply
+
+    def file_cancellation(
+        self,
+        order_id: str,
+        reason: str,
+        request_id: str | None = None,
+        ok: tuple[int, ...] = (201,),
+    ) -> dict[str, Any]:
+        """The seller files a cancellation with the platform."""
+        body = (
+            {"reason": reason}
+            if request_id is None
+            else {"reason": reason, "request_id": request_id}
+        )
+        reply: dict[str, Any] = self.call(
+            "POST", f"/orders/{order_id}/seller-cancellations", Role.SELLER, json=body, ok=ok
+        ).json()
+        return reply
+
+    def approve(self, filing_id: str) -> None:
+        """The operator approves a filing."""
+        self.call("POST", f"/seller-cancellations/{filing_id}/approve", Role.OPERATOR)
+
+    def performance(self) -> dict[str, Any]:
+        reply: dict[str, Any] = self.call(
+            "GET", f"/sellers/{self.seller}/performance", Role.SELLER
+        ).json()
+        return reply
+
     def order(self, order_id: str) -> dict[str, Any]:
         view: dict[str, Any] = self.call("GET", f"/orders/{order_id}", Role.BUYER).json()
         return view
@@ -180,13 +229,7 @@ def _retry(action: Callable[[], Any], timeout: float = 30) -> Any:
 def buyer_cancels_unpaid(api: Api, outcome: Outcome) -> None:
     placed = api.place("bank_transfer")
     outcome.order_id = placed["order_id"]
-    api.call(
-        "POST",
-        f"/orders/{outcome.order_id}/cancel",
-        Role.BUYER,
-        json={"reason": "changed_mind"},
-        ok=(200, 409),
-    )
+    api.cancel(outcome.order_id, "changed_mind", ok=(200, 409))  # 409: a retry after a crash
     view = api.wait_for(outcome.order_id, lambda v: v["status"] == "cancelled", "cancelled")
     assert_that(view["cancellation"]["cancelled_by"] == "buyer", "cancelled by the buyer")
     api.wait_for(outcome.order_id, lambda v: v["payment"]["status"] == "closed", "intent closed")
@@ -222,31 +265,11 @@ def paid_order_cancelled_through_seller(api: Api, outcome: Outcome) -> None:
     order_id = outcome.order_id = placed["order_id"]
     api.pay(order_id, placed["total_amount"], f"gw-{uuid4().hex[:10]}")
     api.wait_for(order_id, lambda v: v["status"] == "to_ship", "paid")
-    refused = api.call(
-        "POST",
-        f"/orders/{order_id}/cancel",
-        Role.BUYER,
-        json={"reason": "changed_mind"},
-        ok=(409,),
-    ).json()
+    refused = api.cancel(order_id, "changed_mind", ok=(409,))
     assert_that("cancellation-requests" in refused["detail"], "409 names the request route")
-    request = _retry(
-        lambda: api.call(
-            "POST",
-            f"/orders/{order_id}/cancellation-requests",
-            Role.BUYER,
-            json={"reason": "found_cheaper"},
-            ok=(201,),
-        ).json()
-    )
-    filing = api.call(
-        "POST",
-        f"/orders/{order_id}/seller-cancellations",
-        Role.SELLER,
-        json={"reason": "out_of_stock", "request_id": request["request_id"]},
-        ok=(201,),
-    ).json()
-    api.call("POST", f"/seller-cancellations/{filing['filing_id']}/approve", Role.OPERATOR)
+    request = _retry(lambda: api.request_cancellation(order_id, "found_cheaper"))
+    filing = api.file_cancellation(order_id, "out_of_stock", request["request_id"])
+    api.approve(filing["filing_id"])
     view = api.wait_for(
         order_id,
         lambda v: (
@@ -283,13 +306,7 @@ def cod_cancelled_before_shipping(api: Api, outcome: Outcome) -> None:
     placed = api.place("cod")
     order_id = outcome.order_id = placed["order_id"]
     assert_that(placed["payment_deadline_at"] is None, "COD has no payment deadline")
-    api.call(
-        "POST",
-        f"/orders/{order_id}/cancel",
-        Role.BUYER,
-        json={"reason": "other", "note": "ordered the wrong size"},
-        ok=(200, 409),
-    )
+    api.cancel(order_id, "other", "ordered the wrong size", ok=(200, 409))
     view = api.wait_for(order_id, lambda v: v["status"] == "cancelled", "cancelled")
     assert_that(view["cancellation"]["cancelled_by"] == "buyer", "cancelled by the buyer")
     outcome.detail = "cash-on-delivery order cancelled by the buyer before shipping"
@@ -326,7 +343,7 @@ def play(base_url: str, console: Console) -> bool:
             ).json()
             console.print(timeline_table(outcome.timeline, f"{name} — {outcome.order_id}"))
         outcomes.append(outcome)
-    performance = api.call("GET", f"/sellers/{api.seller}/performance", Role.SELLER).json()
+    performance = api.performance()
     console.print(
         f"seller {api.seller}: standing [bold]{performance['standing']}[/], "
         f"{performance['active_points']} points, cancellation rate "

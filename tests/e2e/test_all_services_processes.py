@@ -82,31 +82,13 @@ async def test_paid_order_is_cancelled_through_seller_and_platform_refunded_and_
     placed = paid_order(api)
     order_id = placed["order_id"]
 
-    refused = api.call(
-        "POST",
-        f"/orders/{order_id}/cancel",
-        Role.BUYER,
-        json={"reason": "changed_mind"},
-        ok=(409,),
-    ).json()
+    refused = api.cancel(order_id, "changed_mind", ok=(409,))
     assert f"POST /orders/{order_id}/cancellation-requests" in refused["detail"]
 
     wait_until(lambda: case_of(api, order_id)["order_paid"], "dispute service saw the payment")
-    request = api.call(
-        "POST",
-        f"/orders/{order_id}/cancellation-requests",
-        Role.BUYER,
-        json={"reason": "found_cheaper"},
-        ok=(201,),
-    ).json()
-    filing = api.call(
-        "POST",
-        f"/orders/{order_id}/seller-cancellations",
-        Role.SELLER,
-        json={"reason": "out_of_stock", "request_id": request["request_id"]},
-        ok=(201,),
-    ).json()
-    api.call("POST", f"/seller-cancellations/{filing['filing_id']}/approve", Role.OPERATOR)
+    request = api.request_cancellation(order_id, "found_cheaper")
+    filing = api.file_cancellation(order_id, "out_of_stock", request["request_id"])
+    api.approve(filing["filing_id"])
 
     view = api.wait_for(
         order_id,
@@ -117,7 +99,7 @@ async def test_paid_order_is_cancelled_through_seller_and_platform_refunded_and_
     assert view["cancellation"]["reason"] == "out_of_stock"
     assert view["case"]["filings"][0]["status"] == "approved"
 
-    performance = api.call("GET", f"/sellers/{api.seller}/performance", Role.SELLER).json()
+    performance = api.performance()
     assert performance["active_points"] == 3
     assert performance["cancellation_rate"] == 1.0
     assert performance["orders_in_window"] == 1
@@ -155,11 +137,5 @@ def test_a_shipped_order_cannot_be_cancelled_by_the_seller(
     api.call("POST", f"/orders/{order_id}/ship", Role.SELLER, json={"tracking_number": "JNE1"})
     wait_until(lambda: case_of(api, order_id)["order_shipped"], "dispute service saw shipping")
 
-    refused = api.call(
-        "POST",
-        f"/orders/{order_id}/seller-cancellations",
-        Role.SELLER,
-        json={"reason": "cannot_ship"},
-        ok=(409,),
-    ).json()
+    refused = api.file_cancellation(order_id, "cannot_ship", ok=(409,))
     assert "shipped" in refused["detail"]

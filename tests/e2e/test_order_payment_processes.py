@@ -10,7 +10,6 @@ from uuid import uuid4
 import pytest
 
 from services.cli.demo import Api
-from shared.auth import Role
 from shared.localbroker import LocalBroker
 from shared.settings import Settings
 from tests.e2e.conftest import events_by_order
@@ -30,9 +29,7 @@ async def test_order_and_payment_processes_play_the_unpaid_order_story(
 
     # place → the buyer cancels → cancelled at once
     cancelled = api.place("bank_transfer")["order_id"]
-    reply = api.call(
-        "POST", f"/orders/{cancelled}/cancel", Role.BUYER, json={"reason": "changed_mind"}
-    ).json()
+    reply = api.cancel(cancelled, "changed_mind")
     assert reply["status"] == "cancelled"
 
     # place → the window passes unpaid → cancelled by the system
