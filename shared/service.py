@@ -75,6 +75,7 @@ class Runtime:
     registry: EventRegistry
     consumers: list[EventConsumer] = field(default_factory=list)
     relay: OutboxRelay | None = None
+    scheduler: TimerScheduler | None = None
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,10 @@ def create_service_app(
         runtime.relay = OutboxRelay(store, sender, clock, owner)
         tasks = [asyncio.create_task(runtime.relay.run(settings.relay_interval_s, stop))]
         if wiring.on_timer is not None:
-            scheduler = TimerScheduler(store, clock, wiring.on_timer, owner)
-            tasks.append(asyncio.create_task(scheduler.run(settings.timer_interval_s, stop)))
+            runtime.scheduler = TimerScheduler(store, clock, wiring.on_timer, owner)
+            tasks.append(
+                asyncio.create_task(runtime.scheduler.run(settings.timer_interval_s, stop))
+            )
         app.state.runtime = runtime
         app.state.context = wiring.context
         try:
@@ -202,6 +205,11 @@ def _operations_router(service: str) -> APIRouter:
                 f'yellowcart_unknown_events_total{{service="{service}",type="{event_type}"}} '
                 f"{count}"
             )
+        labels = f'service="{service}"'
+        for part, name in ((runtime.relay, "outbox"), (runtime.scheduler, "timers")):
+            if part is not None:
+                for counter, value in vars(part.metrics).items():
+                    lines.append(f"yellowcart_{name}_{counter}_total{{{labels}}} {value}")
         backlog = len(await runtime.store.unpublished(limit=10_000))
         lines.append(f'yellowcart_outbox_backlog{{service="{service}"}} {backlog}')
         return PlainTextResponse("\n".join(lines) + "\n")

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.clock import Clock
@@ -22,6 +23,13 @@ from shared.eventstore.port import DueTimer, DuplicateCausation, EventStore, Eve
 log = logging.getLogger(__name__)
 
 FireTimer = Callable[[DueTimer], Awaitable[None]]
+
+
+@dataclass
+class TimerMetrics:
+    fired: int = 0
+    already_handled: int = 0
+    failed: int = 0
 
 
 class TimerScheduler:
@@ -44,6 +52,7 @@ class TimerScheduler:
         self._lease_name = lease_name
         self._lease_ttl = lease_ttl
         self._batch_size = batch_size
+        self.metrics = TimerMetrics()
 
     async def run_once(self) -> int:
         """Fire the timers due now, if this replica holds the lease; how many were completed."""
@@ -54,9 +63,12 @@ class TimerScheduler:
         for timer in await self._store.due_timers(now, limit=self._batch_size):
             try:
                 await self._fire(timer)
+                self.metrics.fired += 1
             except DuplicateCausation:
+                self.metrics.already_handled += 1
                 log.info("timer %s (%s) was already handled", timer.timer_id, timer.name)
             except Exception:
+                self.metrics.failed += 1
                 log.exception(
                     "timer %s (%s) of %s failed; it stays due and is retried next round",
                     timer.timer_id,

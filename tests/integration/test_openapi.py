@@ -213,3 +213,7 @@ async def test_metrics_answer_prometheus_text_for_each_consumer(
     topics = {frozenset(s.labels["topic"].split(",")) for s in processed}
     assert topics == SUBSCRIBED_TOPICS[service]
     assert all(s.labels["service"] == service and s.value >= 0 for s in processed)
+    published = [s for s in samples if s.name == "yellowcart_outbox_published_total"]
+    assert [s.labels for s in published] == [{"service": service}]
+    fired = [s for s in samples if s.name == "yellowcart_timers_fired_total"]
+    assert len(fired) == (0 if service == "order" else 1)  # the order service has no timers
