@@ -1,14 +1,20 @@
 """The order view: one document per order, folded from the events of all four services.
 
-Deterministic by construction: the view keeps every event it applied (the timeline), sorted by
-(occurred_at, stream_id, stream_version), and derives every other field by folding that sorted
-timeline. Arrival order across topics therefore never changes the result, a redelivered event
-is recognised by the last applied version of its stream, and a rebuild from scratch yields the
-identical document. Time comes only from the events.
+Deterministic by construction: the view keeps every event it applied (the timeline) in causal
+order, and derives every other field by folding that timeline. Arrival order across topics
+therefore never changes the result, a redelivered event is recognised by the last applied
+version of its stream, and a rebuild from scratch yields the identical document. Time comes
+only from the events.
+
+Causal order: an event comes after the previous event of its stream and after the event that
+caused it (its `causation_id`), whatever the clocks of the services that wrote them said;
+among events free to go next, the earliest `occurred_at` goes first (then stream id, then
+version). So clock skew between services can never show a refund before its cancellation.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import Any
 
@@ -42,11 +48,49 @@ def apply_event(view: View | None, envelope: Envelope) -> View | None:
             "stream_id": envelope.stream_id,
             "stream_version": envelope.stream_version,
             "event_id": envelope.event_id,
+            "causation_id": envelope.causation_id,
             "data": envelope.data,
         }
     )
-    timeline.sort(key=lambda e: (e["at"], e["stream_id"], e["stream_version"]))
-    return fold(order_id, timeline, applied)
+    return fold(order_id, causal_order(timeline), applied)
+
+
+def causal_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries ordered so that each follows its stream predecessor and its cause."""
+
+    def key(entry: dict[str, Any]) -> tuple[str, str, int]:
+        return (entry["at"], entry["stream_id"], entry["stream_version"])
+
+    by_id = {entry["event_id"]: entry for entry in timeline}
+    by_position = {(e["stream_id"], e["stream_version"]): e for e in timeline}
+    waits_for: dict[str, set[str]] = {}
+    followers: dict[str, list[str]] = {entry["event_id"]: [] for entry in timeline}
+    for entry in timeline:
+        before = {
+            cause["event_id"]
+            for cause in (
+                by_id.get(entry.get("causation_id") or ""),
+                by_position.get((entry["stream_id"], entry["stream_version"] - 1)),
+            )
+            if cause is not None
+        }
+        waits_for[entry["event_id"]] = before
+        for event_id in before:
+            followers[event_id].append(entry["event_id"])
+    ready = [(key(e), e["event_id"]) for e in timeline if not waits_for[e["event_id"]]]
+    heapq.heapify(ready)
+    ordered: list[dict[str, Any]] = []
+    while ready:
+        _, event_id = heapq.heappop(ready)
+        ordered.append(by_id[event_id])
+        for follower in followers[event_id]:
+            waits_for[follower].discard(event_id)
+            if not waits_for[follower]:
+                heapq.heappush(ready, (key(by_id[follower]), follower))
+    if len(ordered) < len(timeline):  # a cycle cannot come from real causation; keep all
+        placed = {entry["event_id"] for entry in ordered}
+        ordered.extend(sorted((e for e in timeline if e["event_id"] not in placed), key=key))
+    return ordered
 
 
 def fold(order_id: str, timeline: list[dict[str, Any]], applied: dict[str, int]) -> View:
