@@ -118,7 +118,7 @@ def fold(order_id: str, timeline: list[dict[str, Any]], applied: dict[str, int])
             step(view, entry["data"], entry["at"])
         view["updated_at"] = entry["at"]
     view["timeline"] = timeline
-    view["applied"] = applied
+    view["applied"] = dict(sorted(applied.items()))
     return view
 
 
