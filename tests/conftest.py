@@ -16,8 +16,14 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from hypothesis import settings as hypothesis_settings
 
 from shared.localbroker import LocalBroker
+
+# Property tests judge behaviour, not speed: no per-example deadline (a loaded CI machine must
+# not turn a slow example into a failure).
+hypothesis_settings.register_profile("yellowcart", deadline=None)
+hypothesis_settings.load_profile("yellowcart")
 
 # Tansu answers a consumer group's join after about half the session timeout: short
 # sessions keep each test's group join near one second.
