@@ -188,6 +188,13 @@ class Api:
         ).json()
         return reply
 
+    def review_queue(self) -> list[dict[str, Any]]:
+        """What the operator sees: filings under review."""
+        queue: list[dict[str, Any]] = self.call(
+            "GET", "/seller-cancellations", Role.OPERATOR
+        ).json()
+        return queue
+
     def approve(self, filing_id: str) -> None:
         """The operator approves a filing."""
         self.call("POST", f"/seller-cancellations/{filing_id}/approve", Role.OPERATOR)
@@ -269,7 +276,16 @@ def paid_order_cancelled_through_seller(api: Api, outcome: Outcome) -> None:
     assert_that("cancellation-requests" in refused["detail"], "409 names the request route")
     request = _retry(lambda: api.request_cancellation(order_id, "found_cheaper"))
     filing = api.file_cancellation(order_id, "out_of_stock", request["request_id"])
-    api.approve(filing["filing_id"])
+
+    def in_review_queue() -> dict[str, Any]:
+        for queued in api.review_queue():
+            if queued["filing_id"] == filing["filing_id"]:
+                return queued
+        raise DemoFailure("the filing is not in the operators' review queue")
+
+    queued = _retry(in_review_queue)
+    assert_that(queued["reason"] == "out_of_stock", "the operator sees the seller's reason")
+    api.approve(queued["filing_id"])
     view = api.wait_for(
         order_id,
         lambda v: (

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.seller_dispute import handlers
+from services.seller_dispute import handlers, review_queue
 from services.seller_dispute.domain import CancellationCase
 from services.seller_dispute.handlers import DisputeContext
 from shared.auth import Role
@@ -118,6 +118,33 @@ async def file_cancellation(
         ctx, caller, order_id, body.reason, body.note, body.request_id
     )
     return FilingReply(filing_id=case.filings[-1].filing_id, **_case_reply(case))
+
+
+class QueuedFiling(BaseModel):
+    filing_id: str
+    order_id: str
+    seller_id: str
+    reason: str
+    note: str | None
+    request_id: str | None
+    review_mode: str
+    filed_at: datetime
+    status: str
+    decided_by: str | None
+    decided_at: datetime | None
+
+
+@router.get("/seller-cancellations", summary="the platform's review queue (operator)")
+async def review_queue_route(
+    caller: CallerDep,
+    ctx: Context,
+    status: Annotated[
+        Literal["under_review", "approved", "rejected", "closed", "all"], Query()
+    ] = "under_review",
+) -> list[QueuedFiling]:
+    require_role(caller, Role.OPERATOR)
+    filings = await review_queue.listed(ctx.cases.documents, status)
+    return [QueuedFiling.model_validate(filing) for filing in filings]
 
 
 @router.post("/seller-cancellations/{filing_id}/approve", summary="approve a filing (operator)")

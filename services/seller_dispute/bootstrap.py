@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.seller_dispute import handlers
+from services.seller_dispute import handlers, review_queue
 from services.seller_dispute.api import router
 from services.seller_dispute.handlers import CaseRepository, DisputeContext
-from shared.events.contracts import ORDER_TOPIC
+from shared.events.contracts import DISPUTE_TOPIC, ORDER_TOPIC
 from shared.service import Runtime, ServiceSpec, Subscription, Wiring
 
 
@@ -17,7 +17,10 @@ def wire(runtime: Runtime) -> Wiring:
     return Wiring(
         context=ctx,
         subscriptions=[
-            Subscription((ORDER_TOPIC,), "facts", partial(handlers.on_order_event, ctx))
+            Subscription((ORDER_TOPIC,), "facts", partial(handlers.on_order_event, ctx)),
+            Subscription(
+                (DISPUTE_TOPIC,), "review-queue", partial(review_queue.project, runtime.documents)
+            ),
         ],
         on_timer=partial(handlers.on_timer, ctx),
     )

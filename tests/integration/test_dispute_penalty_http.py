@@ -139,6 +139,14 @@ async def test_only_operators_decide_seller_cancellations(
     )
     assert filed.status_code == 201, filed.text
     filing_id = filed.json()["filing_id"]
+
+    async def queued() -> bool:
+        listing = await dispute.client.get("/seller-cancellations", headers=tokens.operator())
+        return filing_id in {filing["filing_id"] for filing in listing.json()}
+
+    await eventually(queued, what="the filing in the operators' review queue")
+    for headers in (tokens.buyer(buyer), tokens.seller(seller)):
+        assert_problem(await dispute.client.get("/seller-cancellations", headers=headers), 403)
     for decision in ("approve", "reject"):
         path = f"/seller-cancellations/{filing_id}/{decision}"
         for headers, role in ((tokens.buyer(buyer), "buyer"), (tokens.seller(seller), "seller")):

@@ -89,7 +89,7 @@ OWNED_ROUTES: dict[str, tuple[Route, ...]] = {
 SUBSCRIBED_TOPICS = {
     "order": {frozenset(TOPICS), frozenset({PAYMENT_TOPIC, DISPUTE_TOPIC})},
     "payment": {frozenset({ORDER_TOPIC})},
-    "seller-dispute": {frozenset({ORDER_TOPIC})},
+    "seller-dispute": {frozenset({ORDER_TOPIC}), frozenset({DISPUTE_TOPIC})},
     "penalty": {frozenset({ORDER_TOPIC})},
 }
 

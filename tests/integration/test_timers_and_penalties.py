@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from services.order.domain import OrderStatus
+from services.order.handlers import ship
 from services.penalty.handlers import performance
+from services.seller_dispute import review_queue
 from services.seller_dispute.handlers import (
     decide,
     decline_request,
@@ -202,6 +204,32 @@ async def test_a_seller_filing_waits_for_an_operator_only_in_manual_review(
         counts = await bus.counts(order_id)
         assert counts["RefundIssued"] == 1
         assert counts["PenaltyApplied"] == 1
+
+
+async def test_the_review_queue_shows_filings_under_review_then_their_decision(
+    bus: Bus,
+) -> None:
+    decided, shipped = await paid_order(bus), await paid_order(bus)
+    filings = {}
+    for order_id in (decided, shipped):
+        case = await file_cancellation(
+            bus.dispute, SELLER, order_id, SellerCancelReason.OUT_OF_STOCK, None, None
+        )
+        filings[order_id] = case.filings[-1].filing_id
+    await bus.pump(twice=True)
+    documents = bus.dispute.cases.documents
+    under_review = await review_queue.listed(documents, "under_review")
+    assert {f["filing_id"] for f in under_review} == set(filings.values())
+    assert all(f["status"] == "under_review" and f["decided_by"] is None for f in under_review)
+
+    await decide(bus.dispute, OPERATOR, filings[decided], False, "stock arrived")
+    await ship(bus.order, SELLER, shipped, "JNE-1")
+    await bus.pump(twice=True)
+    assert await review_queue.listed(documents, "under_review") == []
+    (rejected,) = await review_queue.listed(documents, "rejected")
+    assert (rejected["filing_id"], rejected["decided_by"]) == (filings[decided], "operator:ops-1")
+    (closed,) = await review_queue.listed(documents, "closed")
+    assert closed["filing_id"] == filings[shipped]
 
 
 # --- penalties -----------------------------------------------------------------------------
