@@ -7,11 +7,9 @@ into the order view.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import uuid4
 
@@ -36,6 +34,7 @@ from shared.policy import Policy
 from shared.readmodel.port import DocumentStore
 
 log = logging.getLogger(__name__)
+VIEW_WRITE_ATTEMPTS = 20
 
 
 @dataclass
@@ -45,9 +44,6 @@ class OrderContext:
     views: DocumentStore
     clock: Clock
     policy: Policy
-    _view_locks: defaultdict[str, asyncio.Lock] = field(
-        default_factory=lambda: defaultdict(asyncio.Lock)
-    )
 
 
 @dataclass(frozen=True)
@@ -170,16 +166,25 @@ async def react_to(ctx: OrderContext, envelope: Envelope, event: DomainEvent) ->
 async def project(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
     """Fold one event of any service into its order's view (idempotent per stream version).
 
-    Views of one order are updated under a per-order lock: the four topics are consumed
-    concurrently in this process. The view consumer group runs as a single replica.
+    The four topics arrive concurrently, in this process and across replicas, so the view is
+    written with a compare-and-set on its revision; the loser reloads and folds again.
     """
     order_id = order_id_of(envelope)
     if order_id is None:
         return
-    async with ctx._view_locks[order_id]:
-        view = apply_event(await ctx.views.get(COLLECTION, order_id), envelope)
-        if view is not None:
-            await ctx.views.put(COLLECTION, order_id, view)
+    for _ in range(VIEW_WRITE_ATTEMPTS):
+        current = await ctx.views.get(COLLECTION, order_id)
+        view = apply_event(current, envelope)
+        if view is None:
+            return
+        expected = None if current is None else {"revision": current["revision"]}
+        if await ctx.views.put_if(COLLECTION, order_id, view, expected):
+            return
+    raise ViewWriteContention(order_id)
+
+
+class ViewWriteContention(Exception):
+    """Too many concurrent writers of one order view; the consumer retries the event."""
 
 
 async def order_view(ctx: OrderContext, order: Order) -> View:

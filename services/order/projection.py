@@ -119,6 +119,7 @@ def fold(order_id: str, timeline: list[dict[str, Any]], applied: dict[str, int])
         view["updated_at"] = entry["at"]
     view["timeline"] = timeline
     view["applied"] = dict(sorted(applied.items()))
+    view["revision"] = len(timeline)  # one more per applied event: the compare-and-set token
     return view
 
 

@@ -31,6 +31,19 @@ class InMemoryDocumentStore(DocumentStore):
     async def put(self, collection: str, key: str, document: Document) -> None:
         self._collections.setdefault(collection, {})[key] = copy.deepcopy(document)
 
+    async def put_if(
+        self, collection: str, key: str, document: Document, match: Mapping[str, Scalar] | None
+    ) -> bool:
+        stored = self._collections.get(collection, {}).get(key)
+        if match is None and stored is not None:
+            return False
+        if match is not None and (
+            stored is None or any(stored.get(field) != value for field, value in match.items())
+        ):
+            return False
+        await self.put(collection, key, document)
+        return True
+
     async def find(
         self,
         collection: str,

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
 
 from shared.eventstore.mongo import majority, translated_errors
 from shared.readmodel.port import Document, DocumentStore, Scalar
@@ -40,6 +41,20 @@ class MongoDocumentStore(DocumentStore):
             await self._collection(collection).replace_one(
                 {"_id": key}, {**_stored(document), "_id": key}, upsert=True
             )
+
+    async def put_if(
+        self, collection: str, key: str, document: Document, match: Mapping[str, Scalar] | None
+    ) -> bool:
+        stored = {**_stored(document), "_id": key}
+        with translated_errors():
+            if match is None:
+                try:
+                    await self._collection(collection).insert_one(stored)
+                except DuplicateKeyError:
+                    return False
+                return True
+            result = await self._collection(collection).replace_one({"_id": key, **match}, stored)
+            return bool(result.matched_count == 1)
 
     async def find(
         self,

@@ -23,6 +23,14 @@ class DocumentStore(ABC):
         """Insert or replace the document stored under `key`."""
 
     @abstractmethod
+    async def put_if(
+        self, collection: str, key: str, document: Document, match: Mapping[str, Scalar] | None
+    ) -> bool:
+        """Compare-and-set: store `document` only if the stored one still has the top-level
+        values `match` (None: only if there is none yet). False when another writer got there
+        first; the caller reloads and decides again."""
+
+    @abstractmethod
     async def find(
         self,
         collection: str,

@@ -65,6 +65,25 @@ class SQLiteDocumentStore(DocumentStore):
             (collection, key, json.dumps(document)),
         )
 
+    async def put_if(
+        self, collection: str, key: str, document: Document, match: Mapping[str, Scalar] | None
+    ) -> bool:
+        if match is None:
+            sql = (
+                "INSERT INTO documents (collection, key, doc) VALUES (?, ?, ?) "
+                "ON CONFLICT (collection, key) DO NOTHING"
+            )
+            parameters: list[Any] = [collection, key, json.dumps(document)]
+        else:
+            conditions = " ".join("AND json_extract(doc, ?) = ?" for _ in match)
+            sql = f"UPDATE documents SET doc = ? WHERE collection = ? AND key = ? {conditions}"
+            parameters = [json.dumps(document), collection, key]
+            for field, value in match.items():
+                parameters.extend((json_path(field), value))
+        async with self._lock:
+            cursor = await translated(self._connection.execute(sql, parameters))
+            return bool(cursor.rowcount == 1)
+
     async def find(
         self,
         collection: str,

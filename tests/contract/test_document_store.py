@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from shared.readmodel.port import DocumentStore
@@ -107,3 +109,38 @@ async def test_copy_makes_the_target_hold_exactly_the_source(documents: Document
     assert [d["order_id"] for d in await documents.find("orders")] == ["o-1", "o-2"]
     await documents.put("orders_replay", "o-3", order_view("o-3", "to_ship", "t3"))
     assert len(await documents.find("orders")) == 2
+
+
+async def test_put_if_inserts_only_a_document_that_is_not_there(documents: DocumentStore) -> None:
+    assert await documents.put_if("orders", "o-1", {"revision": 1, "status": "a"}, None)
+    assert not await documents.put_if("orders", "o-1", {"revision": 1, "status": "b"}, None)
+    assert await documents.get("orders", "o-1") == {"revision": 1, "status": "a"}
+
+
+async def test_put_if_replaces_only_while_the_stored_document_still_matches(
+    documents: DocumentStore,
+) -> None:
+    await documents.put("orders", "o-1", {"revision": 1, "status": "a"})
+
+    assert await documents.put_if("orders", "o-1", {"revision": 2, "status": "b"}, {"revision": 1})
+    assert not await documents.put_if(
+        "orders", "o-1", {"revision": 2, "status": "lost"}, {"revision": 1}
+    )
+    assert not await documents.put_if("orders", "o-9", {"revision": 1}, {"revision": 0})
+    assert await documents.get("orders", "o-1") == {"revision": 2, "status": "b"}
+    assert await documents.get("orders", "o-9") is None
+
+
+async def test_of_two_writers_from_the_same_revision_exactly_one_wins(
+    documents: DocumentStore,
+) -> None:
+    await documents.put("orders", "o-1", {"revision": 1, "by": None})
+    results = await asyncio.gather(
+        *(
+            documents.put_if("orders", "o-1", {"revision": 2, "by": writer}, {"revision": 1})
+            for writer in ("first", "second")
+        )
+    )
+    assert sorted(results) == [False, True]
+    stored = await documents.get("orders", "o-1")
+    assert stored is not None and stored["by"] == ("first" if results[0] else "second")
