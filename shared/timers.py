@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.clock import Clock
 from shared.eventstore.port import DueTimer, DuplicateCausation, EventStore, EventStoreError
@@ -42,9 +42,12 @@ class TimerScheduler:
         lease_name: str = "timers",
         lease_ttl: timedelta = timedelta(seconds=30),
         batch_size: int = 100,
+        first_retry: timedelta = timedelta(seconds=1),
+        max_retry: timedelta = timedelta(minutes=5),
     ) -> None:
         """`lease_ttl` should exceed the time one round takes, or a second replica may take
-        the lease mid-round and fire the same timers (harmless, but wasted work)."""
+        the lease mid-round and fire the same timers (harmless, but wasted work). A timer whose
+        handler fails is retried after `first_retry`, doubling up to `max_retry`."""
         self._store = store
         self._clock = clock
         self._fire = fire
@@ -52,6 +55,9 @@ class TimerScheduler:
         self._lease_name = lease_name
         self._lease_ttl = lease_ttl
         self._batch_size = batch_size
+        self._first_retry = first_retry
+        self._max_retry = max_retry
+        self._failing: dict[str, tuple[int, datetime]] = {}  # timer id → (failures, retry at)
         self.metrics = TimerMetrics()
 
     async def run_once(self) -> int:
@@ -61,6 +67,9 @@ class TimerScheduler:
             return 0
         completed = 0
         for timer in await self._store.due_timers(now, limit=self._batch_size):
+            failures, retry_at = self._failing.get(timer.timer_id, (0, now))
+            if retry_at > now:
+                continue
             try:
                 await self._fire(timer)
                 self.metrics.fired += 1
@@ -69,13 +78,18 @@ class TimerScheduler:
                 log.info("timer %s (%s) was already handled", timer.timer_id, timer.name)
             except Exception:
                 self.metrics.failed += 1
+                delay = min(self._max_retry, self._first_retry * 2**failures)
+                self._failing[timer.timer_id] = (failures + 1, now + delay)
                 log.exception(
-                    "timer %s (%s) of %s failed; it stays due and is retried next round",
+                    "timer %s (%s) of %s failed (%d times); it stays due, retried in %s",
                     timer.timer_id,
                     timer.name,
                     timer.stream_id,
+                    failures + 1,
+                    delay,
                 )
                 continue
+            self._failing.pop(timer.timer_id, None)
             await self._store.complete_timer(timer.timer_id)
             completed += 1
         return completed

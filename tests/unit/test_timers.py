@@ -76,10 +76,29 @@ async def test_a_timer_whose_handler_fails_is_fired_again_next_round() -> None:
 
     assert await scheduler.run_once() == 0
     assert [t.timer_id for t in await store.due_timers(clock.now())] == ["t-1"]
+    clock.advance(timedelta(seconds=1))
     assert await scheduler.run_once() == 1
 
     assert fire.fired == ["t-1", "t-1"]
     assert await store.due_timers(clock.now()) == []
+
+
+async def test_a_failing_timer_is_retried_with_growing_pauses_not_every_round() -> None:
+    store, clock, fire = InMemoryEventStore(), FakeClock(DEADLINE), Recorder(failures=4)
+    await schedule(store, "t-1", DEADLINE)
+    scheduler = TimerScheduler(store, clock, fire, owner="replica-a")
+
+    fired_at = []
+    for _ in range(200):  # rounds every 100 ms for 20 s
+        before = len(fire.fired)
+        await scheduler.run_once()
+        if len(fire.fired) > before:
+            fired_at.append((clock.now() - DEADLINE).total_seconds())
+        clock.advance(timedelta(milliseconds=100))
+
+    assert fired_at == [0.0, 1.0, 3.0, 7.0, 15.0]  # pauses of 1, 2, 4, 8 s; the fifth succeeds
+    assert await store.due_timers(clock.now()) == []
+    assert scheduler.metrics.failed == 4 and scheduler.metrics.fired == 1
 
 
 async def test_a_timer_whose_effect_is_already_stored_is_completed() -> None:
