@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
-from shared.events.envelope import Envelope
-from shared.eventstore.port import NewCommit
-from shared.eventstore.sqlite import SQLiteEventStore, Synchronous
+from shared.kernel.events.envelope import Envelope
+from shared.kernel.eventstore.port import NewCommit
+from shared.kernel.eventstore.sqlite import SQLiteEventStore, Synchronous
 
 EVENTS_PER_COMMIT = 4
 COMMITS_PER_STREAM = 5

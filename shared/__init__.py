@@ -1,1 +1,2 @@
-"""Code every yellowcart service stands on: the event kernel, storage, messaging, timers."""
+"""What the four services stand on: the event kernel (`shared.kernel`) and the published
+contracts (`shared.contracts`) that other teams build against."""

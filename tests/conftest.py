@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from hypothesis import settings as hypothesis_settings
 
-from shared.localbroker import LocalBroker
+from operations.localbroker import LocalBroker
 
 # Property tests judge behaviour, not speed: no per-example deadline (a loaded CI machine must
 # not turn a slow example into a failure).

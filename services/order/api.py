@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.order import handlers
 from services.order.handlers import OrderContext
-from shared.auth import Role
-from shared.events.contracts import BuyerCancelReason, LineItem, PaymentMethod, ShippingAddress
-from shared.http import PROBLEM_RESPONSES, CallerDep, require_role
-from shared.service import context_of
+from shared.contracts.events import BuyerCancelReason, LineItem, PaymentMethod, ShippingAddress
+from shared.kernel.auth import Role
+from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, require_role
+from shared.kernel.runtime import context_of
 
 Context = Annotated[OrderContext, Depends(context_of(OrderContext))]
 router = APIRouter(tags=["orders"], responses=PROBLEM_RESPONSES)

@@ -8,9 +8,9 @@ from services.order import handlers
 from services.order.api import router
 from services.order.domain import Order
 from services.order.handlers import OrderContext
-from shared.application import Repository
-from shared.events.contracts import DISPUTE_TOPIC, PAYMENT_TOPIC, TOPICS
-from shared.service import Runtime, ServiceSpec, Subscription, Wiring
+from shared.contracts.events import DISPUTE_TOPIC, PAYMENT_TOPIC, TOPICS
+from shared.kernel.application import Repository
+from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
 
 def wire(runtime: Runtime) -> Wiring:

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from shared.aggregate import Aggregate, Conflict, Invalid, NotFound
-from shared.events.contracts import (
+from shared.contracts.events import (
     BuyerCancelReason,
     CancelledBy,
     LineItem,
@@ -33,7 +32,8 @@ from shared.events.contracts import (
     ShippingAddress,
     SystemCancelReason,
 )
-from shared.events.envelope import DomainEvent
+from shared.kernel.aggregate import Aggregate, Conflict, Invalid, NotFound
+from shared.kernel.events.envelope import DomainEvent
 
 MAX_NOTE_LENGTH = 500
 

@@ -15,11 +15,7 @@ from uuid import uuid4
 
 from services.order.domain import Order
 from services.order.projection import COLLECTION, View, apply_event, order_id_of
-from shared.aggregate import Invalid, NotFound
-from shared.application import Repository, react
-from shared.auth import Caller, Role
-from shared.clock import Clock
-from shared.events.contracts import (
+from shared.contracts.events import (
     BuyerCancelReason,
     LineItem,
     PaymentDeadlineExpired,
@@ -28,10 +24,14 @@ from shared.events.contracts import (
     SellerCancelApproved,
     ShippingAddress,
 )
-from shared.events.envelope import DomainEvent, Envelope
-from shared.eventstore.port import DuplicateCausation, EventStore
-from shared.policy import Policy
-from shared.readmodel.port import DocumentStore
+from shared.contracts.policy import Policy
+from shared.kernel.aggregate import Invalid, NotFound
+from shared.kernel.application import Repository, react
+from shared.kernel.auth import Caller, Role
+from shared.kernel.clock import Clock
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.eventstore.port import DuplicateCausation, EventStore
+from shared.kernel.readmodel.port import DocumentStore
 
 log = logging.getLogger(__name__)
 VIEW_WRITE_ATTEMPTS = 20

@@ -18,7 +18,7 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
-from shared.events.envelope import Envelope
+from shared.kernel.events.envelope import Envelope
 
 View = dict[str, Any]
 COLLECTION = "order_views"

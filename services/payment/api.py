@@ -11,8 +11,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from services.payment import handlers
 from services.payment.domain import Outcome
 from services.payment.handlers import PaymentContext
-from shared.http import PROBLEM_RESPONSES, CallerDep, HTTPProblem, signature_matches
-from shared.service import context_of
+from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, HTTPProblem, signature_matches
+from shared.kernel.runtime import context_of
 
 Context = Annotated[PaymentContext, Depends(context_of(PaymentContext))]
 router = APIRouter(tags=["payments"], responses=PROBLEM_RESPONSES)

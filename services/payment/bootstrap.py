@@ -8,9 +8,9 @@ from services.payment import handlers
 from services.payment.api import router
 from services.payment.domain import PaymentIntent
 from services.payment.handlers import PaymentContext
-from shared.application import Repository
-from shared.events.contracts import ORDER_TOPIC
-from shared.service import Runtime, ServiceSpec, Subscription, Wiring
+from shared.contracts.events import ORDER_TOPIC
+from shared.kernel.application import Repository
+from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
 
 def wire(runtime: Runtime) -> Wiring:

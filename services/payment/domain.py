@@ -23,8 +23,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from shared.aggregate import Aggregate, Conflict, Invalid, NotFound
-from shared.events.contracts import (
+from shared.contracts.events import (
     LatePaymentReceived,
     PaymentDeadlineExpired,
     PaymentIntentClosed,
@@ -33,8 +32,9 @@ from shared.events.contracts import (
     PaymentRequested,
     RefundIssued,
 )
-from shared.events.envelope import DomainEvent
-from shared.policy import Policy
+from shared.contracts.policy import Policy
+from shared.kernel.aggregate import Aggregate, Conflict, Invalid, NotFound
+from shared.kernel.events.envelope import DomainEvent
 
 PAYMENT_DEADLINE_TIMER = "payment_deadline"
 RETAIL_OUTLETS = (PaymentMethod.INDOMARET, PaymentMethod.ALFAMART)

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.payment.domain import PAYMENT_DEADLINE_TIMER, Outcome, PaymentIntent
-from shared.aggregate import NotFound
-from shared.application import Repository, handle_event, react
-from shared.auth import Caller, Role
-from shared.clock import Clock
-from shared.events.contracts import OrderCancelled, OrderPlaced
-from shared.events.envelope import DomainEvent, Envelope
-from shared.eventstore.port import DueTimer, DuplicateCausation
-from shared.policy import Policy
+from shared.contracts.events import OrderCancelled, OrderPlaced
+from shared.contracts.policy import Policy
+from shared.kernel.aggregate import NotFound
+from shared.kernel.application import Repository, handle_event, react
+from shared.kernel.auth import Caller, Role
+from shared.kernel.clock import Clock
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.eventstore.port import DueTimer, DuplicateCausation
 
 
 @dataclass

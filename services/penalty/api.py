@@ -10,9 +10,9 @@ from pydantic import BaseModel
 
 from services.penalty import handlers
 from services.penalty.handlers import PenaltyContext
-from shared.auth import Role
-from shared.http import PROBLEM_RESPONSES, CallerDep, require_role
-from shared.service import context_of
+from shared.kernel.auth import Role
+from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, require_role
+from shared.kernel.runtime import context_of
 
 Context = Annotated[PenaltyContext, Depends(context_of(PenaltyContext))]
 router = APIRouter(tags=["sellers"], responses=PROBLEM_RESPONSES)

@@ -8,9 +8,9 @@ from services.penalty import handlers
 from services.penalty.api import router
 from services.penalty.domain import SellerRecord
 from services.penalty.handlers import PenaltyContext
-from shared.application import Repository
-from shared.events.contracts import ORDER_TOPIC
-from shared.service import Runtime, ServiceSpec, Subscription, Wiring
+from shared.contracts.events import ORDER_TOPIC
+from shared.kernel.application import Repository
+from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
 
 def wire(runtime: Runtime) -> Wiring:

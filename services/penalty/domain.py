@@ -18,8 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from shared.aggregate import Aggregate
-from shared.events.contracts import (
+from shared.contracts.events import (
     BuyerCancelReason,
     PenaltyApplied,
     PenaltyExpired,
@@ -29,8 +28,9 @@ from shared.events.contracts import (
     SellerStandingChanged,
     Standing,
 )
-from shared.events.envelope import DomainEvent
-from shared.policy import Policy
+from shared.contracts.policy import Policy
+from shared.kernel.aggregate import Aggregate
+from shared.kernel.events.envelope import DomainEvent
 
 PENALTY_EXPIRY_TIMER = "penalty_expiry"
 STANDING_REVIEW_TIMER = "standing_review"

@@ -12,20 +12,20 @@ from services.penalty.domain import (
     SellerPerformance,
     SellerRecord,
 )
-from shared.aggregate import NotFound
-from shared.application import Repository, handle_event
-from shared.auth import Caller, Role
-from shared.clock import Clock
-from shared.events.contracts import (
+from shared.contracts.events import (
     BuyerCancelReason,
     CancelledBy,
     OrderCancelled,
     OrderPlaced,
     SellerCancelReason,
 )
-from shared.events.envelope import DomainEvent, Envelope
-from shared.eventstore.port import DueTimer
-from shared.policy import Policy
+from shared.contracts.policy import Policy
+from shared.kernel.aggregate import NotFound
+from shared.kernel.application import Repository, handle_event
+from shared.kernel.auth import Caller, Role
+from shared.kernel.clock import Clock
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.eventstore.port import DueTimer
 
 
 @dataclass

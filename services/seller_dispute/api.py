@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.seller_dispute import handlers, review_queue
 from services.seller_dispute.domain import CancellationCase
 from services.seller_dispute.handlers import DisputeContext
-from shared.auth import Role
-from shared.events.contracts import BuyerCancelReason, SellerCancelReason
-from shared.http import PROBLEM_RESPONSES, CallerDep, require_role
-from shared.service import context_of
+from shared.contracts.events import BuyerCancelReason, SellerCancelReason
+from shared.kernel.auth import Role
+from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, require_role
+from shared.kernel.runtime import context_of
 
 Context = Annotated[DisputeContext, Depends(context_of(DisputeContext))]
 router = APIRouter(tags=["seller cancellations"], responses=PROBLEM_RESPONSES)

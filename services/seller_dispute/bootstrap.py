@@ -7,8 +7,8 @@ from functools import partial
 from services.seller_dispute import handlers, review_queue
 from services.seller_dispute.api import router
 from services.seller_dispute.handlers import CaseRepository, DisputeContext
-from shared.events.contracts import DISPUTE_TOPIC, ORDER_TOPIC
-from shared.service import Runtime, ServiceSpec, Subscription, Wiring
+from shared.contracts.events import DISPUTE_TOPIC, ORDER_TOPIC
+from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
 
 def wire(runtime: Runtime) -> Wiring:

@@ -23,8 +23,7 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from shared.aggregate import Aggregate, Conflict, Invalid, NotFound
-from shared.events.contracts import (
+from shared.contracts.events import (
     BuyerCancellationDeclined,
     BuyerCancellationLapsed,
     BuyerCancellationRequested,
@@ -40,8 +39,9 @@ from shared.events.contracts import (
     SellerCancelRejected,
     SellerCancelRequested,
 )
-from shared.events.envelope import DomainEvent
-from shared.policy import Policy
+from shared.contracts.policy import Policy
+from shared.kernel.aggregate import Aggregate, Conflict, Invalid, NotFound
+from shared.kernel.events.envelope import DomainEvent
 
 SELLER_RESPONSE_TIMER = "seller_response"
 

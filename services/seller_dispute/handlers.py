@@ -14,22 +14,22 @@ from services.seller_dispute.domain import (
     OrderFacts,
     order_id_of,
 )
-from shared.aggregate import NotFound
-from shared.application import Repository, handle_event, react
-from shared.auth import Caller, Role
-from shared.clock import Clock
-from shared.events.contracts import (
+from shared.contracts.events import (
     BuyerCancelReason,
     OrderCancelled,
     OrderEvent,
     OrderShipped,
     SellerCancelReason,
 )
-from shared.events.envelope import DomainEvent, Envelope
-from shared.events.registry import EventRegistry
-from shared.eventstore.port import DueTimer, EventStore
-from shared.policy import Policy
-from shared.readmodel.port import DocumentStore
+from shared.contracts.policy import Policy
+from shared.kernel.aggregate import NotFound
+from shared.kernel.application import Repository, handle_event, react
+from shared.kernel.auth import Caller, Role
+from shared.kernel.clock import Clock
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.events.registry import EventRegistry
+from shared.kernel.eventstore.port import DueTimer, EventStore
+from shared.kernel.readmodel.port import DocumentStore
 
 FACTS = "order_facts"
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.events.contracts import (
+from shared.contracts.events import (
     CancellationCaseClosed,
     SellerCancelApproved,
     SellerCancelRejected,
     SellerCancelRequested,
 )
-from shared.events.envelope import DomainEvent, Envelope
-from shared.readmodel.port import DocumentStore
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.readmodel.port import DocumentStore
 
 COLLECTION = "review_queue"
 STATUSES = ("under_review", "approved", "rejected", "closed")

@@ -24,14 +24,14 @@ from mongomock_motor import AsyncMongoMockClient
 from pymongo import AsyncMongoClient
 from pymongo.errors import ServerSelectionTimeoutError
 
-from shared.eventstore.memory import InMemoryEventStore
-from shared.eventstore.mongo import MongoEventStore
-from shared.eventstore.port import EventStore, EventStoreError
-from shared.eventstore.sqlite import SQLiteEventStore
-from shared.readmodel.memory import InMemoryDocumentStore
-from shared.readmodel.mongo import MongoDocumentStore
-from shared.readmodel.port import DocumentStore
-from shared.readmodel.sqlite import SQLiteDocumentStore
+from shared.kernel.eventstore.memory import InMemoryEventStore
+from shared.kernel.eventstore.mongo import MongoEventStore
+from shared.kernel.eventstore.port import EventStore, EventStoreError
+from shared.kernel.eventstore.sqlite import SQLiteEventStore
+from shared.kernel.readmodel.memory import InMemoryDocumentStore
+from shared.kernel.readmodel.mongo import MongoDocumentStore
+from shared.kernel.readmodel.port import DocumentStore
+from shared.kernel.readmodel.sqlite import SQLiteDocumentStore
 
 NO_REAL_MONGODB = "no real MongoDB: set MONGODB_URL or run a Docker daemon"
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shared.readmodel.port import DocumentStore
+from shared.kernel.readmodel.port import DocumentStore
 from tests.contract.conftest import Backend
 
 

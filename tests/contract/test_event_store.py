@@ -15,13 +15,13 @@ import pytest
 from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
-from shared.clock import FakeClock
-from shared.events.canonical import GENESIS_HASH, canonical_json, chain_hash
-from shared.events.envelope import Envelope
-from shared.eventstore.chain import seal_canonical, verify_chain
-from shared.eventstore.memory import InMemoryEventStore
-from shared.eventstore.mongo import MongoEventStore
-from shared.eventstore.port import (
+from shared.kernel.clock import FakeClock
+from shared.kernel.events.canonical import GENESIS_HASH, canonical_json, chain_hash
+from shared.kernel.events.envelope import Envelope
+from shared.kernel.eventstore.chain import seal_canonical, verify_chain
+from shared.kernel.eventstore.memory import InMemoryEventStore
+from shared.kernel.eventstore.mongo import MongoEventStore
+from shared.kernel.eventstore.port import (
     Commit,
     ConcurrencyConflict,
     DuplicateCausation,
@@ -31,8 +31,8 @@ from shared.eventstore.port import (
     StoreUnavailable,
     StreamNotFound,
 )
-from shared.eventstore.sqlite import SQLiteEventStore
-from shared.storage import mongo_database_name, open_document_store, open_event_store
+from shared.kernel.eventstore.sqlite import SQLiteEventStore
+from shared.kernel.storage import mongo_database_name, open_document_store, open_event_store
 from tests.contract.conftest import Backend
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

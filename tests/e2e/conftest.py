@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from shared.events.contracts import TOPICS
-from shared.localbroker import LocalBroker, create_topics, free_port
-from shared.supervisor import answers_health, die_with_parent
+from operations.localbroker import LocalBroker, create_topics, free_port
+from operations.supervisor import answers_health, die_with_parent
+from shared.contracts.events import TOPICS
 from tests.conftest import read_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
@@ -57,7 +57,7 @@ class Processes:
     def _spawn(self, name: str, argv: Sequence[str]) -> None:
         log = (self.data_dir / f"{name}.log").open("ab")
         self.running[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", *argv],
+            [sys.executable, "-m", "operations", *argv],
             env={**self.env, "YELLOWCART_INSTANCE_ID": f"e2e-{name}"},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.cli.demo import Api
-from shared.auth import Role
-from shared.localbroker import LocalBroker
-from shared.settings import Settings
+from operations.demo.scenarios import Api
+from operations.localbroker import LocalBroker
+from shared.kernel.auth import Role
+from shared.kernel.settings import Settings
 from tests.conftest import read_records
 from tests.e2e.conftest import events_by_order
 

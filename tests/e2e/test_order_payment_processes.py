@@ -9,9 +9,9 @@ from uuid import uuid4
 
 import pytest
 
-from services.cli.demo import Api
-from shared.localbroker import LocalBroker
-from shared.settings import Settings
+from operations.demo.scenarios import Api
+from operations.localbroker import LocalBroker
+from shared.kernel.settings import Settings
 from tests.e2e.conftest import events_by_order
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]

@@ -17,12 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.auth import Role, mint_token
-from shared.clock import SystemClock
-from shared.localbroker import free_port
-from shared.settings import Settings
-from shared.storage import open_event_store
-from shared.supervisor import answers_health, die_with_parent
+from operations.localbroker import free_port
+from operations.supervisor import answers_health, die_with_parent
+from shared.kernel.auth import Role, mint_token
+from shared.kernel.clock import SystemClock
+from shared.kernel.settings import Settings
+from shared.kernel.storage import open_event_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def start_up(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "operations",
             "up",
             "--port",
             str(port),
@@ -84,7 +84,7 @@ def test_up_serves_the_demo_through_a_service_crash_and_keeps_data_across_restar
     try:
         wait_healthy(base_url, up)
         demo = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "demo", "--url", base_url],
+            [sys.executable, "-m", "operations", "demo", "--url", base_url],
             stdout=(tmp_path / "demo.out").open("wb"),
             stderr=subprocess.STDOUT,
         )

@@ -31,14 +31,14 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from services.registry import spec_of
-from shared.auth import Role, mint_token
-from shared.events.envelope import Envelope
-from shared.http import sign_body
-from shared.localbroker import LocalBroker
-from shared.service import ServiceSpec, Wiring, create_service_app
-from shared.settings import Settings
-from shared.storage import open_event_store
+from operations.catalog import spec_of
+from operations.localbroker import LocalBroker
+from shared.kernel.auth import Role, mint_token
+from shared.kernel.events.envelope import Envelope
+from shared.kernel.http import sign_body
+from shared.kernel.runtime import ServiceSpec, Wiring, create_service_app
+from shared.kernel.settings import Settings
+from shared.kernel.storage import open_event_store
 from tests.conftest import eventually
 
 # Tansu answers a group join after about half the session timeout: 2 s keeps joins near 1 s.

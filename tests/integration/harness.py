@@ -19,22 +19,22 @@ from itertools import chain, zip_longest
 from pathlib import Path
 from typing import Literal, cast
 
+from operations.catalog import SERVICES, spec_of
 from services.order import handlers as order
 from services.order.handlers import OrderContext
 from services.payment.domain import Outcome as PaymentOutcome
 from services.payment.handlers import PaymentContext, receive_callback
 from services.penalty.handlers import PenaltyContext
-from services.registry import SERVICES, spec_of
 from services.seller_dispute.handlers import DisputeContext
-from shared.auth import Caller, Role
-from shared.clock import FakeClock
-from shared.events.contracts import LineItem, PaymentMethod, ShippingAddress, default_registry
-from shared.events.envelope import Envelope
-from shared.eventstore.port import DuplicateCausation, EventStore
-from shared.service import Runtime, TimerHandler, Wiring
-from shared.settings import Settings
-from shared.storage import open_document_store, open_event_store
-from shared.timers import TimerScheduler
+from shared.contracts.events import LineItem, PaymentMethod, ShippingAddress, default_registry
+from shared.kernel.auth import Caller, Role
+from shared.kernel.clock import FakeClock
+from shared.kernel.events.envelope import Envelope
+from shared.kernel.eventstore.port import DuplicateCausation, EventStore
+from shared.kernel.runtime import Runtime, TimerHandler, Wiring
+from shared.kernel.settings import Settings
+from shared.kernel.storage import open_document_store, open_event_store
+from shared.kernel.timers import TimerScheduler
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 BUYER = Caller(sub="buyer-1", role=Role.BUYER)

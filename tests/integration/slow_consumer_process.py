@@ -14,10 +14,10 @@ import signal
 import sys
 from pathlib import Path
 
-from shared.events.contracts import OrderShipped, default_registry
-from shared.events.envelope import DomainEvent, Envelope
-from shared.messaging import make_kafka_broker, subscribe_events
-from shared.settings import Settings
+from shared.contracts.events import OrderShipped, default_registry
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.messaging import make_kafka_broker, subscribe_events
+from shared.kernel.settings import Settings
 
 
 async def main(bootstrap: str, topic: str, group: str, log_path: Path) -> None:

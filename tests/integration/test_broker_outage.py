@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.events.contracts import TOPICS
-from shared.localbroker import LocalBroker, create_topics
+from operations.localbroker import LocalBroker, create_topics
+from shared.contracts.events import TOPICS
 from tests.conftest import eventually, read_records
 from tests.integration.conftest import (
     Tokens,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
+from operations.cli import app
 from services.order.projection import COLLECTION
-from shared.storage import open_document_store
+from shared.kernel.storage import open_document_store
 from tests.integration.harness import running_bus
 
 runner = CliRunner()

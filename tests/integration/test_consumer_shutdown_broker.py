@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from shared.events.contracts import OrderShipped
-from shared.events.envelope import Envelope
-from shared.localbroker import LocalBroker
-from shared.messaging import make_producer
-from shared.settings import Settings
+from operations.localbroker import LocalBroker
+from shared.contracts.events import OrderShipped
+from shared.kernel.events.envelope import Envelope
+from shared.kernel.messaging import make_producer
+from shared.kernel.settings import Settings
 from tests.conftest import FAST_GROUP_OPTIONS, committed_offsets, eventually
 
 pytestmark = pytest.mark.broker

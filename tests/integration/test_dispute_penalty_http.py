@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from operations.localbroker import LocalBroker
 from services.seller_dispute.domain import OrderFacts
-from shared.localbroker import LocalBroker
 from tests.conftest import eventually
 from tests.integration.conftest import (
     Service,

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.events.contracts import OrderShipped, default_registry
-from shared.events.envelope import DomainEvent, Envelope
-from shared.localbroker import LocalBroker
-from shared.messaging import (
+from operations.localbroker import LocalBroker
+from shared.contracts.events import OrderShipped, default_registry
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.messaging import (
     EventHandler,
     FastStreamSender,
     RecordSender,
@@ -24,9 +24,9 @@ from shared.messaging import (
     make_producer,
     subscribe_events,
 )
-from shared.messaging.consumer import EventConsumer
-from shared.messaging.kafka import Headers
-from shared.settings import Settings
+from shared.kernel.messaging.consumer import EventConsumer
+from shared.kernel.messaging.kafka import Headers
+from shared.kernel.settings import Settings
 from tests.conftest import FAST_GROUP_OPTIONS, committed_offsets, eventually, read_records
 
 pytestmark = pytest.mark.broker

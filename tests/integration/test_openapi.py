@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.registry import SERVICES
-from shared.events.contracts import DISPUTE_TOPIC, ORDER_TOPIC, PAYMENT_TOPIC, TOPICS
-from shared.localbroker import LocalBroker
+from operations.catalog import SERVICES
+from operations.localbroker import LocalBroker
+from shared.contracts.events import DISPUTE_TOPIC, ORDER_TOPIC, PAYMENT_TOPIC, TOPICS
 from tests.integration.conftest import (
     PROBLEM_JSON,
     SIGNATURE_HEADER,

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from shared.auth import Role
-from shared.localbroker import LocalBroker
+from operations.localbroker import LocalBroker
+from shared.kernel.auth import Role
 from tests.conftest import eventually
 from tests.integration.conftest import (
     SIGNATURE_HEADER,

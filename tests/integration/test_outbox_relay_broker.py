@@ -12,15 +12,15 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 
-from shared.clock import FakeClock
-from shared.events.contracts import OrderShipped, default_registry
-from shared.events.envelope import DomainEvent, Envelope
-from shared.eventstore.memory import InMemoryEventStore
-from shared.eventstore.port import NewCommit
-from shared.localbroker import LocalBroker
-from shared.messaging import make_kafka_broker, make_producer, subscribe_events
-from shared.outbox import OutboxRelay, republish
-from shared.settings import Settings
+from operations.localbroker import LocalBroker
+from shared.contracts.events import OrderShipped, default_registry
+from shared.kernel.clock import FakeClock
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.eventstore.memory import InMemoryEventStore
+from shared.kernel.eventstore.port import NewCommit
+from shared.kernel.messaging import make_kafka_broker, make_producer, subscribe_events
+from shared.kernel.outbox import OutboxRelay, republish
+from shared.kernel.settings import Settings
 from tests.conftest import FAST_GROUP_OPTIONS, eventually, read_records
 
 pytestmark = pytest.mark.broker

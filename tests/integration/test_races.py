@@ -21,9 +21,7 @@ from services.order.handlers import cancel_by_buyer, ship
 from services.order.projection import COLLECTION
 from services.payment.domain import IntentStatus, Outcome
 from services.seller_dispute.handlers import decide, file_cancellation
-from shared.aggregate import Conflict
-from shared.clock import FakeClock
-from shared.events.contracts import (
+from shared.contracts.events import (
     ORDER_TOPIC,
     PAYMENT_TOPIC,
     BuyerCancelReason,
@@ -32,7 +30,9 @@ from shared.events.contracts import (
     SellerCancelReason,
     SystemCancelReason,
 )
-from shared.events.envelope import Envelope
+from shared.kernel.aggregate import Conflict
+from shared.kernel.clock import FakeClock
+from shared.kernel.events.envelope import Envelope
 from tests.integration.harness import BUYER, OPERATOR, SELLER, T0, Bus, Message, running_bus
 
 DEADLINE = T0 + timedelta(hours=24)  # bank transfer, default policy

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.audit import audit_order, rebuild_views
+from operations.audit import audit_order, rebuild_views
 from services.order.handlers import cancel_by_buyer, ship
 from services.order.projection import COLLECTION, View, apply_event, order_id_of
 from services.seller_dispute.handlers import decide, file_cancellation, request_cancellation
-from shared.events.canonical import canonical_json
-from shared.events.contracts import BuyerCancelReason, PaymentMethod, SellerCancelReason
-from shared.events.envelope import Envelope
-from shared.eventstore.port import Commit, DueTimer
+from shared.contracts.events import BuyerCancelReason, PaymentMethod, SellerCancelReason
+from shared.kernel.events.canonical import canonical_json
+from shared.kernel.events.envelope import Envelope
+from shared.kernel.eventstore.port import Commit, DueTimer
 from tests.integration.harness import BUYER, OPERATOR, SELLER, Bus, running_bus
 
 MINUTE = timedelta(minutes=1)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.events.envelope import Envelope
-from shared.eventstore import sqlite as sqlite_store
-from shared.eventstore.port import ConcurrencyConflict, NewCommit, StoreUnavailable
-from shared.eventstore.sqlite import SQLiteEventStore
+from shared.kernel.events.envelope import Envelope
+from shared.kernel.eventstore import sqlite as sqlite_store
+from shared.kernel.eventstore.port import ConcurrencyConflict, NewCommit, StoreUnavailable
+from shared.kernel.eventstore.sqlite import SQLiteEventStore
 
 
 def commit(stream: str = "order-1", version: int = 0) -> NewCommit:

@@ -20,16 +20,16 @@ from services.seller_dispute.handlers import (
     file_cancellation,
     request_cancellation,
 )
-from shared.clock import FakeClock
-from shared.events.contracts import (
+from shared.contracts.events import (
     BuyerCancelReason,
     CancelledBy,
     SellerCancelReason,
     Standing,
     SystemCancelReason,
 )
-from shared.policy import DisputeRules, Policy
-from shared.settings import Settings
+from shared.contracts.policy import DisputeRules, Policy
+from shared.kernel.clock import FakeClock
+from shared.kernel.settings import Settings
 from tests.integration.harness import (
     BUYER,
     OPERATOR,

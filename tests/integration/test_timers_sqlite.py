@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.clock import FakeClock
-from shared.events.envelope import Envelope
-from shared.eventstore.port import DueTimer, EventStore, NewCommit, NewTimer, StreamNotFound
-from shared.eventstore.sqlite import SQLiteEventStore
-from shared.timers import FireTimer, TimerScheduler
+from shared.kernel.clock import FakeClock
+from shared.kernel.events.envelope import Envelope
+from shared.kernel.eventstore.port import DueTimer, EventStore, NewCommit, NewTimer, StreamNotFound
+from shared.kernel.eventstore.sqlite import SQLiteEventStore
+from shared.kernel.timers import FireTimer, TimerScheduler
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 DEADLINE = T0 + timedelta(hours=24)

@@ -10,18 +10,18 @@ from pathlib import Path
 from services.order.domain import Order
 from services.order.handlers import OrderContext, project
 from services.order.projection import COLLECTION
-from shared.application import Repository
-from shared.clock import FakeClock
-from shared.events.contracts import (
+from shared.contracts.events import (
     PaymentDeadlineExpired,
     PenaltyApplied,
     SellerCancelReason,
     default_registry,
 )
-from shared.events.envelope import DomainEvent, Envelope
-from shared.eventstore.memory import InMemoryEventStore
-from shared.policy import Policy
-from shared.readmodel.sqlite import SQLiteDocumentStore
+from shared.contracts.policy import Policy
+from shared.kernel.application import Repository
+from shared.kernel.clock import FakeClock
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.eventstore.memory import InMemoryEventStore
+from shared.kernel.readmodel.sqlite import SQLiteDocumentStore
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 ORDER = "ord-1"

@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 
 from services.order.domain import Order
 from services.payment.domain import PaymentIntent
-from shared.aggregate import Aggregate
-from shared.events.contracts import LineItem, PaymentMethod, ShippingAddress
-from shared.policy import Policy
+from shared.contracts.events import LineItem, PaymentMethod, ShippingAddress
+from shared.contracts.policy import Policy
+from shared.kernel.aggregate import Aggregate
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 BUYER = "buyer-1"

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic_core import from_json
 
-from shared.events.canonical import canonical_json
+from shared.kernel.events.canonical import canonical_json
 
 
 def standard_library(value: Any) -> bytes:

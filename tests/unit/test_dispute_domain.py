@@ -16,8 +16,7 @@ from services.seller_dispute.domain import (
     OrderFacts,
     order_id_of,
 )
-from shared.aggregate import Conflict, DomainError, Invalid, NotFound, TimerRequest
-from shared.events.contracts import (
+from shared.contracts.events import (
     BuyerCancellationDeclined,
     BuyerCancellationLapsed,
     BuyerCancellationRequested,
@@ -36,7 +35,8 @@ from shared.events.contracts import (
     SellerCancelRequested,
     ShippingAddress,
 )
-from shared.policy import DisputeRules, Policy
+from shared.contracts.policy import DisputeRules, Policy
+from shared.kernel.aggregate import Conflict, DomainError, Invalid, NotFound, TimerRequest
 
 ORDER = "o-1"
 BUYER = "buyer-1"

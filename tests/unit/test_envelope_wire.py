@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.events.canonical import GENESIS_HASH, canonical_json, chain_hash
-from shared.events.envelope import Envelope, canonical_events
-from shared.eventstore.chain import seal_canonical
+from shared.kernel.events.canonical import GENESIS_HASH, canonical_json, chain_hash
+from shared.kernel.events.envelope import Envelope, canonical_events
+from shared.kernel.eventstore.chain import seal_canonical
 
 
 def reference_canonical(wires: list[dict[str, Any]]) -> bytes:

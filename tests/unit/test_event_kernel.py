@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.events.canonical import GENESIS_HASH, canonical_json, chain_hash
-from shared.events.contracts import ALL_EVENTS, OrderShipped, default_registry
-from shared.events.envelope import DomainEvent, Envelope
-from shared.events.registry import EventRegistry, UnknownEventType
+from shared.contracts.events import ALL_EVENTS, OrderShipped, default_registry
+from shared.kernel.events.canonical import GENESIS_HASH, canonical_json, chain_hash
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.events.registry import EventRegistry, UnknownEventType
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 

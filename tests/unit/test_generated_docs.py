@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.schemas import refresh_readme, write_schemas
+from operations.schemas import refresh_readme, write_schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 

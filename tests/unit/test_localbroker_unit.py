@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.localbroker import LocalBroker, LocalBrokerError, free_port
+from operations.localbroker import LocalBroker, LocalBrokerError, free_port
 
 
 def fake_binary(tmp_path: Path, body: str) -> str:

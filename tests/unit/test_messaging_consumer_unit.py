@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from aiokafka import ConsumerRecord
 
-from shared.clock import FakeClock
-from shared.events.contracts import OrderShipped, default_registry
-from shared.events.envelope import DomainEvent, Envelope
-from shared.eventstore.port import DuplicateCausation
-from shared.messaging.consumer import EventConsumer, RetryPolicy, dead_letter_headers
-from shared.messaging.kafka import Headers
+from shared.contracts.events import OrderShipped, default_registry
+from shared.kernel.clock import FakeClock
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.eventstore.port import DuplicateCausation
+from shared.kernel.messaging.consumer import EventConsumer, RetryPolicy, dead_letter_headers
+from shared.kernel.messaging.kafka import Headers
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -23,8 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.order.domain import Order, OrderStatus, Outcome
-from shared.aggregate import Conflict, DomainError, Invalid, NotFound
-from shared.events.contracts import (
+from shared.contracts.events import (
     BuyerCancelReason,
     CancelledBy,
     OrderCancelled,
@@ -36,6 +35,7 @@ from shared.events.contracts import (
     SellerCancelReason,
     SystemCancelReason,
 )
+from shared.kernel.aggregate import Conflict, DomainError, Invalid, NotFound
 
 PAID_AT = NOW + timedelta(minutes=5)
 ONLINE_METHODS = [method for method in PaymentMethod if method is not PaymentMethod.COD]

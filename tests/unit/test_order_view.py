@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import permutations
 
 from services.order.projection import View, apply_event
-from shared.events.contracts import (
+from shared.contracts.events import (
     LineItem,
     OrderCancelled,
     OrderPlaced,
@@ -15,7 +15,7 @@ from shared.events.contracts import (
     PaymentRequested,
     ShippingAddress,
 )
-from shared.events.envelope import DomainEvent, Envelope
+from shared.kernel.events.envelope import DomainEvent, Envelope
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 ORDER = "ord-1"

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from shared.clock import FakeClock
-from shared.events.contracts import OrderShipped
-from shared.events.envelope import Envelope
-from shared.eventstore.memory import InMemoryEventStore
-from shared.eventstore.port import NewCommit
-from shared.messaging.kafka import Headers
-from shared.outbox import OutboxPublishError, OutboxRelay
+from shared.contracts.events import OrderShipped
+from shared.kernel.clock import FakeClock
+from shared.kernel.events.envelope import Envelope
+from shared.kernel.eventstore.memory import InMemoryEventStore
+from shared.kernel.eventstore.port import NewCommit
+from shared.kernel.messaging.kafka import Headers
+from shared.kernel.outbox import OutboxPublishError, OutboxRelay
 from tests.conftest import eventually
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 
 from services.order.domain import Order, OrderStatus
 from services.payment.domain import PAYMENT_DEADLINE_TIMER, IntentStatus, Outcome, PaymentIntent
-from shared.aggregate import Conflict, DomainError, Invalid, NotFound
-from shared.events.contracts import (
+from shared.contracts.events import (
     BuyerCancelReason,
     LatePaymentReceived,
     OrderCancelled,
@@ -35,8 +34,9 @@ from shared.events.contracts import (
     RefundIssued,
     SellerCancelReason,
 )
-from shared.events.envelope import DomainEvent
-from shared.policy import PaymentRules, Policy
+from shared.contracts.policy import PaymentRules, Policy
+from shared.kernel.aggregate import Conflict, DomainError, Invalid, NotFound
+from shared.kernel.events.envelope import DomainEvent
 
 AMOUNT = 178_000
 DEADLINE = NOW + timedelta(hours=24)

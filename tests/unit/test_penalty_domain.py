@@ -15,8 +15,7 @@ from services.penalty.domain import (
     STANDING_REVIEW_TIMER,
     SellerRecord,
 )
-from shared.aggregate import TimerRequest
-from shared.events.contracts import (
+from shared.contracts.events import (
     PENALTY_TOPIC,
     BuyerCancelReason,
     PenaltyApplied,
@@ -28,8 +27,9 @@ from shared.events.contracts import (
     Standing,
     default_registry,
 )
-from shared.events.envelope import Envelope
-from shared.policy import PenaltyRules, Policy
+from shared.contracts.policy import PenaltyRules, Policy
+from shared.kernel.aggregate import TimerRequest
+from shared.kernel.events.envelope import Envelope
 
 SELLER = "seller-1"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from services.cli import app
-from shared.auth import InvalidToken, Role, mint_token, verify_token
-from shared.policy import Policy
-from shared.settings import DEV_TOKEN_SECRET, Settings
+from operations.cli import app
+from shared.contracts.policy import Policy
+from shared.kernel.auth import InvalidToken, Role, mint_token, verify_token
+from shared.kernel.settings import DEV_TOKEN_SECRET, Settings
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 SECRET = "s" * 32

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from shared.clock import FakeClock
-from shared.events.envelope import Envelope
-from shared.eventstore.memory import InMemoryEventStore
-from shared.eventstore.port import DueTimer, DuplicateCausation, NewCommit, NewTimer
-from shared.timers import TimerScheduler
+from shared.kernel.clock import FakeClock
+from shared.kernel.events.envelope import Envelope
+from shared.kernel.eventstore.memory import InMemoryEventStore
+from shared.kernel.eventstore.port import DueTimer, DuplicateCausation, NewCommit, NewTimer
+from shared.kernel.timers import TimerScheduler
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 DEADLINE = T0 + timedelta(hours=1)

@@ -1,0 +1,3 @@
+from operations import main
+
+main()

@@ -1,0 +1,168 @@
+"""`yellowcart up`: the whole system on its embedded default, as separate processes.
+
+The local broker keeps messages in memory, so a new `up` starts with an empty broker while the
+SQLite stores under the data directory keep every event. Each service therefore re-emits its
+stored events when it starts (`serve --republish-on-start`); consumers deduplicate (causation
+ids in the stores, stream versions in the views), so nothing is lost and nothing happens twice.
+If the broker itself dies it is restarted on the same port and every service with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+
+import uvicorn
+from rich.console import Console
+
+from operations.catalog import SERVICES
+from operations.gateway import create_gateway
+from operations.localbroker import LocalBroker, create_topics, free_port
+from operations.supervisor import Child, Supervisor, answers_health
+from shared.contracts.events import TOPICS
+from shared.kernel.auth import Role, mint_token
+from shared.kernel.clock import SystemClock
+from shared.kernel.settings import Settings
+
+EXAMPLE_USERS = ((Role.BUYER, "buyer-1"), (Role.SELLER, "shop-1"), (Role.OPERATOR, "operator-1"))
+
+
+def _children(
+    data_dir: Path, broker_url: str, ports: Mapping[str, int], extra_env: Mapping[str, str]
+) -> list[Child]:
+    env = {
+        "YELLOWCART_BROKER_URL": broker_url,
+        "YELLOWCART_KAFKA_IDEMPOTENCE": "false",
+        "YELLOWCART_DATA_DIR": str(data_dir),
+        "YELLOWCART_ENVIRONMENT": "embedded",
+        **extra_env,
+    }
+    return [
+        Child(
+            name=name,
+            argv=[
+                sys.executable,
+                "-m",
+                "operations",
+                "serve",
+                name,
+                "--port",
+                str(ports[name]),
+                "--republish-on-start",
+            ],
+            env={**env, "YELLOWCART_INSTANCE_ID": f"embedded-{name}"},
+            log_path=data_dir / "logs" / f"{name}.log",
+        )
+        for name in SERVICES
+    ]
+
+
+def _write_state(
+    path: Path, base_url: str, broker: LocalBroker, sup: Supervisor, ports: Mapping[str, int]
+) -> None:
+    state = {
+        "base_url": base_url,
+        "broker": broker.bootstrap_servers,
+        "pid": os.getpid(),
+        "services": {
+            child.name: {
+                "port": ports[child.name],
+                "pid": child.process.pid if child.process else None,
+                "restarts": child.restarts,
+            }
+            for child in sup.children
+        },
+    }
+    path.write_text(json.dumps(state, indent=2))
+
+
+def _wait_healthy(ports: Mapping[str, int], timeout_s: float, stop: threading.Event) -> bool:
+    deadline = time.monotonic() + timeout_s
+    pending = dict(ports)
+    while pending and time.monotonic() < deadline and not stop.is_set():
+        for name, port in list(pending.items()):
+            if answers_health(f"http://127.0.0.1:{port}"):
+                del pending[name]
+        time.sleep(0.2)
+    return not pending
+
+
+def _banner(console: Console, base_url: str, settings: Settings) -> None:
+    now = SystemClock().now()
+    console.print(f"\n[bold green]yellowcart is up[/] at [bold]{base_url}[/]")
+    console.print(f"  API docs:   {base_url}/docs")
+    console.print(f"  health:     {base_url}/health")
+    console.print("  example tokens (Authorization: Bearer <token>):")
+    for role, sub in EXAMPLE_USERS:
+        token = mint_token(settings.token_secret, sub, role, now, timedelta(days=30))
+        console.print(f"    {role.value:<9}{sub:<12}{token}", soft_wrap=True)
+    console.print("  Ctrl-C stops everything; data stays in the data directory.\n")
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_stack(
+    port: int, data_dir: Path, console: Console, extra_env: Mapping[str, str] | None = None
+) -> int:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings()
+    broker = LocalBroker().start_sync()
+    asyncio.run(create_topics(broker.bootstrap_servers, [*TOPICS, *(f"{t}.dlq" for t in TOPICS)]))
+    ports = {name: free_port() for name in SERVICES}
+    supervisor = Supervisor(_children(data_dir, broker.bootstrap_servers, ports, extra_env or {}))
+    supervisor.start()
+    base_url = f"http://127.0.0.1:{port}"
+    state_file = data_dir / "up.json"
+    stop = threading.Event()
+
+    def supervise() -> None:
+        if _wait_healthy(ports, 120, stop):
+            _banner(console, base_url, settings)
+        else:
+            console.print(f"[red]some services did not become healthy; see {data_dir}/logs[/]")
+        while not stop.wait(0.5):
+            if not broker.running:
+                console.print("[yellow]the local broker died; restarting it and every service[/]")
+                supervisor.stop()
+                broker.start_sync()
+                asyncio.run(create_topics(broker.bootstrap_servers, TOPICS))
+                supervisor.start()
+            for name in supervisor.check():
+                console.print(f"[yellow]{name} exited and was restarted[/]")
+            _write_state(state_file, base_url, broker, supervisor, ports)
+
+    _write_state(state_file, base_url, broker, supervisor, ports)
+    watcher = threading.Thread(target=supervise, name="supervisor", daemon=True)
+    watcher.start()
+    upstreams = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
+    try:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_gateway(upstreams), host="127.0.0.1", port=port, log_level="warning"
+            )
+        )
+        # uvicorn re-raises the signal that stopped it once it has shut down; SIGTERM's default
+        # action would end this process before the services and the broker are stopped
+        signal.signal(signal.SIGTERM, _stop_requested)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        return 0 if server.started else 1
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+        console.print("stopping services …")
+        supervisor.stop()
+        broker.stop_sync()
+        state_file.unlink(missing_ok=True)

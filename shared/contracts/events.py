@@ -1,0 +1,369 @@
+"""The published events of every service (DESIGN §3, a contract).
+
+JSON Schemas and the AsyncAPI document are generated from these classes. Money is an integer
+amount of rupiah; reasons are closed enums; every decision records the policy version.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.kernel.events.envelope import DomainEvent
+from shared.kernel.events.registry import EventRegistry
+
+ORDER_TOPIC = "order.events"
+PAYMENT_TOPIC = "payment.events"
+DISPUTE_TOPIC = "dispute.events"
+PENALTY_TOPIC = "penalty.events"
+TOPICS = (ORDER_TOPIC, PAYMENT_TOPIC, DISPUTE_TOPIC, PENALTY_TOPIC)
+
+Currency = Literal["IDR"]
+
+
+class PaymentMethod(StrEnum):
+    INDOMARET = "indomaret"
+    ALFAMART = "alfamart"
+    CREDIT_CARD = "credit_card"
+    BANK_TRANSFER = "bank_transfer"
+    OVO = "ovo"
+    GOPAY = "gopay"
+    DANA = "dana"
+    COD = "cod"
+
+
+class BuyerCancelReason(StrEnum):
+    CHANGED_MIND = "changed_mind"
+    WRONG_ITEM_OR_VARIANT = "wrong_item_or_variant"
+    PRICE = "price"
+    FOUND_CHEAPER = "found_cheaper"
+    ALREADY_BOUGHT_ELSEWHERE = "already_bought_elsewhere"
+    CHANGE_ADDRESS = "change_address"
+    OTHER = "other"
+
+
+class SellerCancelReason(StrEnum):
+    OUT_OF_STOCK = "out_of_stock"
+    CANNOT_SHIP = "cannot_ship"
+
+
+class SystemCancelReason(StrEnum):
+    PAYMENT_DEADLINE_EXPIRED = "payment_deadline_expired"
+
+
+class CancelledBy(StrEnum):
+    BUYER = "buyer"
+    SYSTEM = "system"
+    SELLER = "seller"
+
+
+class Standing(StrEnum):
+    GOOD = "good"
+    WARNING = "warning"
+    RESTRICTED = "restricted"
+    SUSPENDED = "suspended"
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LineItem(_Value):
+    sku: str = Field(min_length=1, max_length=64, examples=["TSHIRT-01"])
+    variant: str = Field(min_length=1, max_length=64, examples=["red/XL"])
+    quantity: int = Field(gt=0, le=999)
+    unit_price: int = Field(gt=0, description="rupiah per unit", examples=[89000])
+
+
+class ShippingAddress(_Value):
+    recipient: str = Field(min_length=1, max_length=120)
+    phone: str = Field(pattern=r"^\+?[0-9]{8,15}$")
+    street: str = Field(min_length=1, max_length=240)
+    city: str = Field(min_length=1, max_length=80)
+    province: str = Field(min_length=1, max_length=80)
+    postal_code: str = Field(pattern=r"^[0-9]{5}$")
+
+
+# --- order.events ----------------------------------------------------------------------------
+
+
+class OrderEvent(DomainEvent):
+    topic: ClassVar[str] = ORDER_TOPIC
+    order_id: str
+
+
+class OrderPlaced(OrderEvent):
+    event_type: ClassVar[str] = "OrderPlaced"
+    buyer_id: str
+    seller_id: str
+    items: tuple[LineItem, ...] = Field(min_length=1)
+    shipping_address: ShippingAddress
+    payment_method: PaymentMethod
+    total_amount: int = Field(gt=0)
+    currency: Currency = "IDR"
+
+
+class OrderPaymentConfirmed(OrderEvent):
+    event_type: ClassVar[str] = "OrderPaymentConfirmed"
+    amount: int
+    currency: Currency = "IDR"
+    gateway_reference: str
+    paid_at: AwareDatetime
+
+
+class OrderShipped(OrderEvent):
+    event_type: ClassVar[str] = "OrderShipped"
+    seller_id: str
+    tracking_number: str | None = None
+
+
+class OrderCancelled(OrderEvent):
+    event_type: ClassVar[str] = "OrderCancelled"
+    buyer_id: str
+    seller_id: str
+    cancelled_by: CancelledBy
+    reason: BuyerCancelReason | SellerCancelReason | SystemCancelReason
+    note: str | None = None
+    was_paid: bool
+    seller_fault: bool = Field(
+        False, description="true when the seller caused it (counts against its performance)"
+    )
+
+
+class SellerCancellationNotApplied(OrderEvent):
+    """An approved seller cancellation that arrived too late: the order had already moved on."""
+
+    event_type: ClassVar[str] = "SellerCancellationNotApplied"
+    filing_id: str
+    order_status: Literal["shipped", "cancelled"]
+
+
+# --- payment.events --------------------------------------------------------------------------
+
+
+class PaymentEvent(DomainEvent):
+    topic: ClassVar[str] = PAYMENT_TOPIC
+    order_id: str
+
+
+class PaymentRequested(PaymentEvent):
+    event_type: ClassVar[str] = "PaymentRequested"
+    buyer_id: str
+    seller_id: str
+    amount: int
+    currency: Currency = "IDR"
+    method: PaymentMethod
+    deadline_at: AwareDatetime
+    payment_code: str | None = Field(None, description="retail outlet payment code")
+    virtual_account: str | None = Field(None, description="bank transfer virtual account")
+    policy_version: str
+
+
+class PaymentReceived(PaymentEvent):
+    """Money arrived for an open intent: the order is paid."""
+
+    event_type: ClassVar[str] = "PaymentReceived"
+    gateway_reference: str
+    amount: int
+    currency: Currency = "IDR"
+    paid_at: AwareDatetime
+
+
+class LatePaymentReceived(PaymentEvent):
+    """Money the intent cannot take (closed, expired, refunded, or already paid under another
+    gateway reference): recorded, then refunded."""
+
+    event_type: ClassVar[str] = "LatePaymentReceived"
+    gateway_reference: str
+    amount: int
+    currency: Currency = "IDR"
+    paid_at: AwareDatetime
+    intent_status: Literal["paid", "closed", "expired", "refunded"]
+
+
+class PaymentDeadlineExpired(PaymentEvent):
+    event_type: ClassVar[str] = "PaymentDeadlineExpired"
+    deadline_at: AwareDatetime
+
+
+class PaymentIntentClosed(PaymentEvent):
+    """The order was cancelled before any payment: the intent takes no more money."""
+
+    event_type: ClassVar[str] = "PaymentIntentClosed"
+    reason: Literal["order_cancelled"]
+
+
+class RefundIssued(PaymentEvent):
+    event_type: ClassVar[str] = "RefundIssued"
+    refund_id: str
+    gateway_reference: str
+    amount: int
+    currency: Currency = "IDR"
+    reason: Literal["order_cancelled", "late_payment"]
+
+
+# --- dispute.events --------------------------------------------------------------------------
+
+
+class DisputeEvent(DomainEvent):
+    topic: ClassVar[str] = DISPUTE_TOPIC
+    order_id: str
+
+
+class BuyerCancellationRequested(DisputeEvent):
+    event_type: ClassVar[str] = "BuyerCancellationRequested"
+    request_id: str
+    buyer_id: str
+    seller_id: str
+    reason: BuyerCancelReason
+    note: str | None = None
+    respond_by: AwareDatetime
+    on_no_response: Literal["lapse", "auto_approve"]
+    policy_version: str
+
+
+class BuyerCancellationDeclined(DisputeEvent):
+    event_type: ClassVar[str] = "BuyerCancellationDeclined"
+    request_id: str
+    seller_id: str
+    note: str | None = None
+
+
+class BuyerCancellationLapsed(DisputeEvent):
+    """The seller did not answer in time and the policy lets the request lapse."""
+
+    event_type: ClassVar[str] = "BuyerCancellationLapsed"
+    request_id: str
+    policy_version: str
+
+
+class SellerCancelRequested(DisputeEvent):
+    event_type: ClassVar[str] = "SellerCancelRequested"
+    filing_id: str
+    seller_id: str
+    reason: SellerCancelReason
+    note: str | None = None
+    request_id: str | None = Field(None, description="the buyer request it answers, if any")
+    review_mode: Literal["manual", "auto"]
+    policy_version: str
+
+
+class SellerCancelApproved(DisputeEvent):
+    """The platform approved cancelling a paid order: a seller filing, or a buyer request that
+    policy approves (seller silent past the response window, or asked right after payment)."""
+
+    event_type: ClassVar[str] = "SellerCancelApproved"
+    filing_id: str
+    seller_id: str
+    buyer_id: str
+    reason: SellerCancelReason | BuyerCancelReason
+    seller_fault: bool
+    decided_by: str = Field(
+        description="`operator:<sub>`, `auto`, `no_response` or `early_request`"
+    )
+    policy_version: str
+
+
+class SellerCancelRejected(DisputeEvent):
+    event_type: ClassVar[str] = "SellerCancelRejected"
+    filing_id: str
+    seller_id: str
+    reason: SellerCancelReason
+    decided_by: str
+    note: str | None = None
+    policy_version: str
+
+
+class CancellationCaseClosed(DisputeEvent):
+    """Shipping or a cancellation closed the case; open requests and filings end with it."""
+
+    event_type: ClassVar[str] = "CancellationCaseClosed"
+    closed_because: Literal["shipped", "cancelled"]
+
+
+# --- penalty.events --------------------------------------------------------------------------
+
+
+class PenaltyEvent(DomainEvent):
+    topic: ClassVar[str] = PENALTY_TOPIC
+    seller_id: str
+
+    def partition_key(self) -> str:
+        return self.seller_id
+
+
+class SellerOrderCounted(PenaltyEvent):
+    """An order placed with the seller, counted in its cancellation-rate window."""
+
+    event_type: ClassVar[str] = "SellerOrderCounted"
+    order_id: str
+    placed_at: AwareDatetime
+
+
+class SellerCancellationCounted(PenaltyEvent):
+    """A seller-fault cancellation, counted in the rate window from `cancelled_at`."""
+
+    event_type: ClassVar[str] = "SellerCancellationCounted"
+    order_id: str
+    reason: SellerCancelReason | BuyerCancelReason
+    cancelled_at: AwareDatetime
+
+
+class PenaltyApplied(PenaltyEvent):
+    event_type: ClassVar[str] = "PenaltyApplied"
+    penalty_id: str
+    order_id: str
+    reason: SellerCancelReason
+    points: int = Field(ge=0)
+    expires_at: AwareDatetime
+    policy_version: str
+
+
+class PenaltyExpired(PenaltyEvent):
+    event_type: ClassVar[str] = "PenaltyExpired"
+    penalty_id: str
+    order_id: str
+    points: int
+
+
+class SellerStandingChanged(PenaltyEvent):
+    event_type: ClassVar[str] = "SellerStandingChanged"
+    previous: Standing
+    standing: Standing
+    active_points: int
+    cancellation_rate: float = Field(ge=0, le=1)
+    policy_version: str
+
+
+ALL_EVENTS: tuple[type[DomainEvent], ...] = (
+    OrderPlaced,
+    OrderPaymentConfirmed,
+    OrderShipped,
+    OrderCancelled,
+    SellerCancellationNotApplied,
+    PaymentRequested,
+    PaymentReceived,
+    LatePaymentReceived,
+    PaymentDeadlineExpired,
+    PaymentIntentClosed,
+    RefundIssued,
+    BuyerCancellationRequested,
+    BuyerCancellationDeclined,
+    BuyerCancellationLapsed,
+    SellerCancelRequested,
+    SellerCancelApproved,
+    SellerCancelRejected,
+    CancellationCaseClosed,
+    SellerOrderCounted,
+    SellerCancellationCounted,
+    PenaltyApplied,
+    PenaltyExpired,
+    SellerStandingChanged,
+)
+
+
+def default_registry() -> EventRegistry:
+    """A registry of every published event; built on demand, never at import."""
+    return EventRegistry(ALL_EVENTS)

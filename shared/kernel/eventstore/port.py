@@ -1,0 +1,139 @@
+"""The event store port: a small interface every storage adapter implements.
+
+One *commit* per command (DESIGN §4.1): the command's events, its outbox flag (`published`),
+its causation key, the timers it schedules and its hash-chain link are stored in one atomic
+write. Optimistic concurrency on (stream_id, version). Adapters translate driver errors into
+the errors below; nothing from aiosqlite or pymongo leaks through this port.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.kernel.events.envelope import Envelope
+
+
+class EventStoreError(Exception):
+    """Base of every error the store raises."""
+
+
+class ConcurrencyConflict(EventStoreError):
+    def __init__(self, stream_id: str, expected_version: int) -> None:
+        super().__init__(f"stream {stream_id} is no longer at version {expected_version}")
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+
+
+class DuplicateCausation(EventStoreError):
+    """A commit with this causation id exists: the cause was already handled."""
+
+    def __init__(self, causation_id: str) -> None:
+        super().__init__(f"causation {causation_id} was already handled")
+        self.causation_id = causation_id
+
+
+class StreamNotFound(EventStoreError):
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(f"no stream {stream_id}")
+        self.stream_id = stream_id
+
+
+class StoreUnavailable(EventStoreError):
+    """The database could not be reached or failed; the write may be retried."""
+
+
+@dataclass(frozen=True)
+class NewTimer:
+    """A durable timer to store with a commit. `timer_id` becomes the causation id of its effect."""
+
+    timer_id: str
+    name: str
+    due_at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewCommit:
+    stream_id: str
+    expected_version: int  # 0 for a new stream
+    events: Sequence[Envelope]  # stream_version expected_version+1, +2, ...
+    topic: str
+    partition_key: str
+    causation_id: str | None = None
+    timers: Sequence[NewTimer] = ()
+
+
+@dataclass(frozen=True)
+class Commit:
+    position: int  # store order: strictly increasing, not necessarily contiguous
+    stream_id: str
+    first_version: int
+    events: tuple[Envelope, ...]
+    topic: str
+    partition_key: str
+    causation_id: str | None
+    prev_hash: str
+    hash: str
+    published: bool
+
+    @property
+    def last_version(self) -> int:
+        return self.first_version + len(self.events) - 1
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    timer_id: str
+    stream_id: str
+    name: str
+    due_at: datetime
+    data: dict[str, Any]
+
+
+class EventStore(ABC):
+    @abstractmethod
+    async def append(self, commit: NewCommit) -> Commit:
+        """Store a commit atomically. Raises ConcurrencyConflict, DuplicateCausation."""
+
+    @abstractmethod
+    async def load_stream(self, stream_id: str) -> list[Envelope]:
+        """Every event of a stream in version order. Raises StreamNotFound if it has none."""
+
+    @abstractmethod
+    async def stream_commits(self, stream_id: str) -> list[Commit]:
+        """Every commit of a stream in version order (for audit); [] if none."""
+
+    @abstractmethod
+    def read_all(self, after_position: int = 0, batch_size: int = 500) -> AsyncIterator[Commit]:
+        """Every commit once, in store order."""
+
+    @abstractmethod
+    async def commit_by_causation(self, causation_id: str) -> Commit | None: ...
+
+    @abstractmethod
+    async def unpublished(self, limit: int = 500) -> list[Commit]:
+        """Commits not yet acknowledged by the broker, in store order."""
+
+    @abstractmethod
+    async def mark_published(self, positions: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    async def due_timers(self, now: datetime, limit: int = 100) -> list[DueTimer]:
+        """Timers due at `now` that were not completed, earliest first."""
+
+    @abstractmethod
+    async def complete_timer(self, timer_id: str) -> None: ...
+
+    @abstractmethod
+    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+        """Take or renew the named lease; False while another owner holds an unexpired one."""
+
+    @abstractmethod
+    async def release_lease(self, name: str, owner: str) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...

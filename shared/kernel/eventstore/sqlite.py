@@ -1,0 +1,500 @@
+"""The SQLite EventStore (WAL): the embedded default, one file per service.
+
+An append is one transaction: `BEGIN IMMEDIATE`, head check, commit row, its timers, `COMMIT`
+(or `ROLLBACK` on any error). Under `synchronous=NORMAL` (the default) it runs on the event
+loop's thread on a connection of its own, with no `await` inside, so nothing interleaves with
+it and no thread hop is paid; it can still never block the loop: WAL commits do not fsync at
+NORMAL, the write lock is tried without waiting and retried after an asynchronous sleep while
+another connection holds it, and WAL checkpoints (the only fsyncs) run on the writer
+connection's thread. Under `synchronous=FULL` appends go through aiosqlite's thread instead.
+
+The stream head is not read when it is already known (a new stream, or a head this store
+wrote itself); see `_known_head` for why that is as safe as reading it.
+
+Other writes (outbox marks, timers, leases) run on the aiosqlite writer; reads use a second
+connection, and under WAL never wait for a writer. A `:memory:` database has only one
+connection, so everything goes through it. `run_in_connection_thread` uses aiosqlite's
+`Connection._execute` (the primitive its public methods are built on; pinned below 0.23).
+
+`synchronous=NORMAL` under WAL: a commit survives a crash of the process, and the last
+commits before a power loss may be lost (never corrupted). Pass `synchronous="FULL"` to fsync
+every commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+from pydantic_core import from_json
+
+from shared.kernel.clock import utc
+from shared.kernel.events.canonical import GENESIS_HASH
+from shared.kernel.events.envelope import Envelope, canonical_events
+from shared.kernel.eventstore.chain import (
+    check_new_commit,
+    seal_canonical,
+    stored_commit,
+    stored_envelope,
+)
+from shared.kernel.eventstore.port import (
+    Commit,
+    ConcurrencyConflict,
+    DueTimer,
+    DuplicateCausation,
+    EventStore,
+    EventStoreError,
+    NewCommit,
+    StoreUnavailable,
+    StreamNotFound,
+)
+
+T = TypeVar("T")
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+BUSY_TIMEOUT_S = 5.0
+CHECKPOINT_EVERY_APPENDS = 256
+HEAD_CACHE_SIZE = 10_000
+log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS commits (
+    position INTEGER PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    first_version INTEGER NOT NULL,
+    last_version INTEGER NOT NULL,
+    events TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition_key TEXT NOT NULL,
+    causation_id TEXT,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0,
+    CHECK (last_version >= first_version AND first_version >= 1)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS commits_stream_version ON commits (stream_id, first_version);
+CREATE UNIQUE INDEX IF NOT EXISTS commits_causation ON commits (causation_id)
+    WHERE causation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS commits_unpublished ON commits (position) WHERE published = 0;
+CREATE TABLE IF NOT EXISTS timers (
+    timer_id TEXT PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    due_at INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due_at, timer_id) WHERE completed = 0;
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"""
+
+_COMMIT_COLUMNS = (
+    "position, stream_id, first_version, events, topic, partition_key, causation_id, "
+    "prev_hash, hash, published"
+)
+_HEAD = (
+    "SELECT last_version, hash FROM commits WHERE stream_id = ? ORDER BY first_version DESC LIMIT 1"
+)
+_INSERT_COMMIT = (
+    "INSERT INTO commits (stream_id, first_version, last_version, events, topic, partition_key,"
+    " causation_id, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_TIMER = (
+    "INSERT INTO timers (timer_id, stream_id, name, due_at, data) VALUES (?, ?, ?, ?, ?)"
+)
+_TRY_LEASE = (
+    "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+    "WHERE leases.owner = excluded.owner OR leases.expires_at <= ? "
+    "RETURNING owner"
+)
+
+
+def to_micros(moment: datetime) -> int:
+    """A UTC instant as integer microseconds: exact, and ordered the same as the instants."""
+    return (utc(moment) - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def sqlite_path(url: str) -> str:
+    """`sqlite:///var/x.db` → `var/x.db`; `sqlite:////abs/x.db` → `/abs/x.db`."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ValueError(f"not a SQLite URL (sqlite:///path/to/file.db): {url!r}")
+    return url[len(prefix) :]
+
+
+async def connect(path: str, *, synchronous: Synchronous = "NORMAL") -> aiosqlite.Connection:
+    """Open one connection in autocommit mode (transactions are explicit), WAL on files."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        connection = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as error:
+        raise StoreUnavailable(f"cannot open SQLite database {path}: {error}") from error
+    try:
+        await connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if path != ":memory:":
+            await connection.execute("PRAGMA journal_mode = WAL")
+        await connection.execute(f"PRAGMA synchronous = {synchronous}")
+    except sqlite3.Error as error:
+        await connection.close()
+        raise StoreUnavailable(f"cannot use SQLite database {path}: {error}") from error
+    return connection
+
+
+async def translated(operation: Awaitable[T]) -> T:
+    """Run one driver call; its failures become EventStoreErrors (nothing sqlite leaks)."""
+    try:
+        return await operation
+    except EventStoreError:
+        raise
+    except sqlite3.IntegrityError:
+        raise
+    except (sqlite3.Error, ValueError) as error:
+        # aiosqlite raises ValueError("Connection closed") once the store is closed.
+        raise StoreUnavailable(f"SQLite failed: {error}") from error
+
+
+def run_in_connection_thread(
+    connection: aiosqlite.Connection, function: Callable[[sqlite3.Connection], T]
+) -> Awaitable[T]:
+    """Run `function(sqlite3_connection)` on the connection's own thread, as one queued unit.
+
+    Raises ValueError("Connection closed") once the connection is closed, like aiosqlite.
+    """
+
+    def call() -> T:
+        return function(connection._conn)
+
+    result: Awaitable[T] = connection._execute(call)  # type: ignore[no-untyped-call]
+    return result
+
+
+class SQLiteEventStore(EventStore):
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection | None = None,
+        appender: sqlite3.Connection | None = None,
+    ) -> None:
+        """Use `SQLiteEventStore.open(path)`; this takes connections that are already set up."""
+        self._writer = writer
+        self._reader = reader or writer
+        self._appender = appender
+        self._heads: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._appends_since_checkpoint = 0
+        self._checkpoints: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    async def open(cls, path: str, *, synchronous: Synchronous = "NORMAL") -> SQLiteEventStore:
+        writer = await connect(path, synchronous=synchronous)
+        try:
+            await translated(writer.executescript(SCHEMA))
+            reader = appender = None
+            if path != ":memory:":
+                reader = await connect(path, synchronous=synchronous)
+                await translated(reader.execute("PRAGMA query_only = 1"))
+                if synchronous in ("OFF", "NORMAL"):
+                    appender = _appender(path, synchronous)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(writer, reader, appender)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def _write(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """One autocommit statement on the writer (atomic on its own)."""
+        return list(await translated(self._writer.execute_fetchall(sql, parameters)))
+
+    async def append(self, commit: NewCommit) -> Commit:
+        check_new_commit(commit)
+        canonical = canonical_events(commit.events)
+        first_version = commit.expected_version + 1
+        last_version = commit.expected_version + len(commit.events)
+        timers = [
+            (
+                timer.timer_id,
+                commit.stream_id,
+                timer.name,
+                to_micros(timer.due_at),
+                json.dumps(timer.data),
+            )
+            for timer in commit.timers
+        ]
+
+        known_head = self._known_head(commit)
+
+        def transaction(connection: sqlite3.Connection) -> tuple[int, str, str]:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                if known_head is not None:
+                    prev_hash = known_head
+                else:
+                    head = connection.execute(_HEAD, (commit.stream_id,)).fetchone()
+                    head_version, prev_hash = head if head is not None else (0, GENESIS_HASH)
+                    if head_version != commit.expected_version:
+                        raise ConcurrencyConflict(commit.stream_id, commit.expected_version)
+                hash_ = seal_canonical(prev_hash, canonical)
+                position = connection.execute(
+                    _INSERT_COMMIT,
+                    (
+                        commit.stream_id,
+                        first_version,
+                        last_version,
+                        canonical.decode(),
+                        commit.topic,
+                        commit.partition_key,
+                        commit.causation_id,
+                        prev_hash,
+                        hash_,
+                    ),
+                ).lastrowid
+                if timers:
+                    connection.executemany(_INSERT_TIMER, timers)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            assert position is not None
+            return position, prev_hash, hash_
+
+        try:
+            if self._appender is not None:
+                position, prev_hash, hash_ = await self._append_here(transaction)
+            else:
+                position, prev_hash, hash_ = await translated(
+                    run_in_connection_thread(self._writer, transaction)
+                )
+        except sqlite3.IntegrityError as error:
+            self._heads.pop(commit.stream_id, None)
+            raise _integrity_error(commit, error) from error
+        self._remember_head(commit.stream_id, last_version, hash_)
+        return stored_commit(
+            position,
+            commit.stream_id,
+            first_version,
+            tuple(commit.events),
+            commit.topic,
+            commit.partition_key,
+            commit.causation_id,
+            prev_hash,
+            hash_,
+            False,
+        )
+
+    def _known_head(self, commit: NewCommit) -> str | None:
+        """The previous hash when it is known without reading: a new stream's, or the head
+        this store wrote itself. Safe even if another connection appended since: every commit
+        after version v has first_version v+1, so the insert then violates the unique
+        (stream_id, first_version) index and the append is a ConcurrencyConflict; a head
+        never moves back, and the hash of the commit ending at v never changes."""
+        if commit.expected_version == 0:
+            return GENESIS_HASH
+        head = self._heads.get(commit.stream_id)
+        if head is not None and head[0] == commit.expected_version:
+            return head[1]
+        return None
+
+    def _remember_head(self, stream_id: str, version: int, hash_: str) -> None:
+        self._heads[stream_id] = (version, hash_)
+        self._heads.move_to_end(stream_id)
+        if len(self._heads) > HEAD_CACHE_SIZE:
+            self._heads.popitem(last=False)
+
+    async def _append_here(self, transaction: Callable[[sqlite3.Connection], T]) -> T:
+        """Run the append transaction on this thread: no await between BEGIN and COMMIT, so
+        no other coroutine can interleave, and no thread hop (most of an append's cost).
+
+        Only where nothing in it can block: `synchronous=NORMAL` under WAL does not fsync a
+        commit, the write lock is tried without waiting (busy_timeout 0) and, while another
+        connection holds it, retried after an asynchronous sleep, and WAL checkpoints (the
+        only fsyncs) run on the writer connection's own thread.
+        """
+        assert self._appender is not None
+        delay, waited = 0.0005, 0.0
+        while True:
+            try:
+                result = transaction(self._appender)
+                break
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or waited >= BUSY_TIMEOUT_S:
+                    raise StoreUnavailable(f"SQLite failed: {error}") from error
+            except (sqlite3.ProgrammingError, ValueError) as error:
+                raise StoreUnavailable(f"SQLite failed: {error}") from error
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
+        self._appends_since_checkpoint += 1
+        if self._appends_since_checkpoint >= CHECKPOINT_EVERY_APPENDS:
+            self._appends_since_checkpoint = 0
+            task = asyncio.create_task(self._checkpoint())
+            self._checkpoints.add(task)
+            task.add_done_callback(self._checkpoints.discard)
+        return result
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except (sqlite3.Error, ValueError) as error:  # the next one catches up
+            log.warning("WAL checkpoint failed: %s", error)
+
+    async def mark_published(self, positions: Sequence[int]) -> None:
+        if positions:
+            await self._write(
+                "UPDATE commits SET published = 1 "
+                "WHERE position IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(positions)),),
+            )
+
+    async def complete_timer(self, timer_id: str) -> None:
+        await self._write("UPDATE timers SET completed = 1 WHERE timer_id = ?", (timer_id,))
+
+    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+        moment = to_micros(now)
+        rows = await self._write(_TRY_LEASE, (name, owner, moment + ttl // _MICROSECOND, moment))
+        return bool(rows)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._write("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _read(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        return list(await translated(self._reader.execute_fetchall(sql, parameters)))
+
+    async def _commits(self, where: str, parameters: Sequence[Any]) -> list[Commit]:
+        rows = await self._read(f"SELECT {_COMMIT_COLUMNS} FROM commits {where}", parameters)
+        return [_commit(row) for row in rows]
+
+    async def load_stream(self, stream_id: str) -> list[Envelope]:
+        rows = await self._read(
+            "SELECT events FROM commits WHERE stream_id = ? ORDER BY first_version", (stream_id,)
+        )
+        if not rows:
+            raise StreamNotFound(stream_id)
+        return [stored_envelope(wire) for (events,) in rows for wire in _decode(events)]
+
+    async def stream_commits(self, stream_id: str) -> list[Commit]:
+        return await self._commits("WHERE stream_id = ? ORDER BY first_version", (stream_id,))
+
+    async def read_all(
+        self, after_position: int = 0, batch_size: int = 500
+    ) -> AsyncIterator[Commit]:
+        position = after_position
+        while True:
+            rows = await self._read(
+                f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE position > ? "
+                "ORDER BY position LIMIT ?",
+                (position, batch_size),
+            )
+            # Decoded one at a time as the caller takes them, not a batch ahead: a commit the
+            # caller has dropped is freed at once, so the cycle collector, which runs every
+            # few hundred allocations, never has a whole batch of envelopes to traverse.
+            for row in rows:
+                yield _commit(row)
+            if len(rows) < batch_size:
+                return
+            position = rows[-1][0]
+
+    async def commit_by_causation(self, causation_id: str) -> Commit | None:
+        found = await self._commits("WHERE causation_id = ?", (causation_id,))
+        return found[0] if found else None
+
+    async def unpublished(self, limit: int = 500) -> list[Commit]:
+        return await self._commits("WHERE published = 0 ORDER BY position LIMIT ?", (limit,))
+
+    async def due_timers(self, now: datetime, limit: int = 100) -> list[DueTimer]:
+        rows = await self._read(
+            "SELECT timer_id, stream_id, name, due_at, data FROM timers "
+            "WHERE completed = 0 AND due_at <= ? ORDER BY due_at, timer_id LIMIT ?",
+            (to_micros(now), limit),
+        )
+        return [
+            DueTimer(
+                timer_id=timer_id,
+                stream_id=stream_id,
+                name=name,
+                due_at=from_micros(due_at),
+                data=json.loads(data),
+            )
+            for timer_id, stream_id, name, due_at, data in rows
+        ]
+
+    async def close(self) -> None:
+        if self._checkpoints:
+            await asyncio.gather(*self._checkpoints, return_exceptions=True)
+        if self._appender is not None:
+            self._appender.close()
+        if self._reader is not self._writer:
+            await self._reader.close()
+        await self._writer.close()
+
+
+def _decode(events: str) -> Any:
+    """A commit's stored events. pydantic-core's parser rather than orjson's, which is faster
+    but reads integers beyond 64 bits as floats; caching only the keys (the same ten envelope
+    keys in every event) is a little faster than also caching short values."""
+    return from_json(events, cache_strings="keys")
+
+
+def _commit(row: Any) -> Commit:
+    position, stream_id, first_version, events, topic, key, causation, prev, hash_, pub = row
+    return stored_commit(
+        position,
+        stream_id,
+        first_version,
+        tuple([stored_envelope(wire) for wire in _decode(events)]),
+        topic,
+        key,
+        causation,
+        prev,
+        hash_,
+        bool(pub),
+    )
+
+
+def _appender(path: str, synchronous: Synchronous) -> sqlite3.Connection:
+    """The connection appends run on, on the event loop's thread (see `_append_here`)."""
+    try:
+        connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+        connection.execute("PRAGMA busy_timeout = 0")
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
+        connection.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run off the loop
+    except sqlite3.Error as error:
+        raise StoreUnavailable(f"cannot open SQLite database {path}: {error}") from error
+    return connection
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _integrity_error(commit: NewCommit, error: sqlite3.IntegrityError) -> Exception:
+    message = str(error)
+    if "commits.causation_id" in message and commit.causation_id is not None:
+        return DuplicateCausation(commit.causation_id)
+    if "commits.stream_id" in message:
+        return ConcurrencyConflict(commit.stream_id, commit.expected_version)
+    if "timers.timer_id" in message:
+        return ValueError(f"a timer id of the commit to {commit.stream_id} already exists")
+    return EventStoreError(f"SQLite refused the commit to {commit.stream_id}: {message}")

@@ -1,0 +1,39 @@
+"""Kafka messaging: producers, the FastStream broker, the event consumer (DESIGN §6)."""
+
+from shared.kernel.messaging.consumer import (
+    ConsumerMetrics,
+    EventConsumer,
+    EventHandler,
+    RetryPolicy,
+    dead_letter_headers,
+    dlq_topic,
+    subscribe_events,
+)
+from shared.kernel.messaging.kafka import (
+    AIOKafkaSender,
+    FastStreamSender,
+    RecordSender,
+    as_sender,
+    make_kafka_broker,
+    make_producer,
+    producer_config,
+    send_and_wait,
+)
+
+__all__ = [
+    "AIOKafkaSender",
+    "ConsumerMetrics",
+    "EventConsumer",
+    "EventHandler",
+    "FastStreamSender",
+    "RecordSender",
+    "RetryPolicy",
+    "as_sender",
+    "dead_letter_headers",
+    "dlq_topic",
+    "make_kafka_broker",
+    "make_producer",
+    "producer_config",
+    "send_and_wait",
+    "subscribe_events",
+]

@@ -1,0 +1,375 @@
+"""Consume domain events at least once, with bounded retries and a dead-letter topic.
+
+`subscribe_events(broker, topic, group_id=..., handler=..., registry=...)` registers a
+FastStream subscriber that calls `async def handler(envelope, event) -> None` for every event
+of a type the registry knows, and commits the record's offset only after the handler returned
+(DESIGN §4.4, §6).
+
+What FastStream 0.7.8 gives and what this module adds (read in its source):
+
+- `AckPolicy.MANUAL` turns aiokafka's auto-commit off and leaves committing to us. The other
+  policies do not fit: `ACK_FIRST` (the default) commits before the handler runs (at most
+  once); `ACK`/`REJECT_ON_ERROR` commit after an error too; `NACK_ON_ERROR` seeks back at once
+  and redelivers in a hot loop, without a bound or a backoff.
+- A plain subscriber (no `max_workers`) reads with `getone()` and awaits each message before
+  reading the next, so one consumer handles one message at a time. Kafka offsets are
+  cumulative: committing a later offset of a partition skips every earlier one for good. We
+  therefore never return from a message before it is resolved (handled, tolerated as
+  unknown, or dead-lettered): retries happen in process, with exponential backoff, while the
+  partition waits. Nothing later of that partition can be committed meanwhile.
+- FastStream swallows (logs) any exception raised by a handler, parser or decoder and moves
+  on to the next message, whose commit would then skip the failed one. So the FastStream
+  handler here never raises: decoding is ours (a pass-through decoder; headers that are not
+  UTF-8 or are null would make FastStream's own parser raise, so ours repairs them), every
+  failure ends in a retry or in the DLQ, and a DLQ publish that fails is retried with
+  backoff until it succeeds, never skipped.
+- `msg.ack()` commits every consumed position of the consumer; we commit this record's
+  partition at exactly `offset + 1` instead, which does not depend on how far the client
+  has read.
+- On shutdown `broker.stop()` lets a running handler finish within `graceful_timeout`, then
+  cancels it. A cancelled message is not committed (CancelledError passes through untouched)
+  and aiokafka does not commit on close with auto-commit off, so the message is redelivered.
+
+Idempotence of effects is the handler's job: it writes its commit with
+`causation_id = envelope.event_id` under a unique key, so a redelivered event (after a crash,
+a rebalance, a commit that failed, or a retry after a write whose outcome was unknown) creates
+nothing new. A handler may simply let `DuplicateCausation` escape: it is counted as done.
+The DLQ is at least once too: a publish that timed out may have landed, and is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from faststream.kafka import KafkaBroker, Topic
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+
+from shared.kernel.clock import Clock, SystemClock, to_rfc3339
+from shared.kernel.events.envelope import DomainEvent, Envelope
+from shared.kernel.events.registry import EventRegistry
+from shared.kernel.eventstore.port import DuplicateCausation
+from shared.kernel.messaging.kafka import Headers, RecordSender, as_sender, send_and_wait
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Envelope, DomainEvent], Awaitable[None]]
+DLQ_SUFFIX = ".dlq"
+MAX_ERROR_HEADER_CHARS = 2000
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: `attempts` calls, waiting first, first*multiplier, ... up to max."""
+
+    attempts: int = 5
+    first_delay_s: float = 0.05
+    max_delay_s: float = 2.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if self.first_delay_s < 0 or self.max_delay_s < self.first_delay_s:
+            raise ValueError("delays must satisfy 0 <= first_delay_s <= max_delay_s")
+        if self.multiplier < 1:
+            raise ValueError("multiplier must be at least 1")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the `failures`-th consecutive failure (1-based)."""
+        if failures < 1:
+            return 0.0
+        exponent = min(failures - 1, 64)  # caps the float growth of an endless DLQ retry
+        return float(min(self.first_delay_s * self.multiplier**exponent, self.max_delay_s))
+
+    def schedule(self) -> list[float]:
+        """The waits between the handler attempts of one message."""
+        return [self.delay(failure) for failure in range(1, self.attempts)]
+
+
+@dataclass
+class ConsumerMetrics:
+    """Plain counters, read by a /metrics route."""
+
+    processed: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    unknown_types: int = 0
+    dlq_publish_failures: int = 0
+    commit_failures: int = 0
+
+
+def dead_letter_headers(
+    *,
+    error: BaseException,
+    reason: str,
+    attempts: int,
+    source_topic: str,
+    source_partition: int,
+    source_offset: int,
+    failed_at: datetime,
+    original_headers: Headers = (),
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter: why it failed, where it came from, the original ones.
+
+    Original headers are kept unless they collide with a DLQ header name.
+    """
+    message = f"{type(error).__name__}: {error}"[:MAX_ERROR_HEADER_CHARS]
+    ours: dict[str, str] = {
+        "error": message,
+        "error_type": type(error).__name__,
+        "error_reason": reason,
+        "attempts": str(attempts),
+        "source_topic": source_topic,
+        "source_partition": str(source_partition),
+        "source_offset": str(source_offset),
+        "failed_at": to_rfc3339(failed_at),
+    }
+    kept = [(name, value) for name, value in original_headers if name not in ours]
+    return [*((name, value.encode("utf-8")) for name, value in ours.items()), *kept]
+
+
+class EventConsumer:
+    """Decodes, handles, retries and dead-letters one record at a time.
+
+    Independent of FastStream (`process` takes an aiokafka record and a commit callback), so
+    the same logic serves the subscriber below and any plain aiokafka loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        handler: EventHandler,
+        registry: EventRegistry,
+        dead_letters: RecordSender,
+        retry: RetryPolicy | None = None,
+        dlq_retry: RetryPolicy | None = None,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.topic = topic
+        self.handler = handler
+        self.registry = registry
+        self.dead_letters = dead_letters
+        self.retry = retry or RetryPolicy()
+        self.dlq_retry = dlq_retry or RetryPolicy(first_delay_s=0.1, max_delay_s=5.0)
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = ConsumerMetrics()
+        self._sleep = sleep
+
+    async def process(
+        self, record: ConsumerRecord[Any, Any], commit: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Resolve the record, then commit it. Cancellation leaves it uncommitted."""
+        await self._resolve(record)
+        try:
+            await commit()
+        except Exception:
+            # The partition was probably reassigned: its new owner reads from the last
+            # committed offset, so this record is handled again there (idempotently).
+            self.metrics.commit_failures += 1
+            log.warning(
+                "offset commit failed for %s[%s]@%s; it will be redelivered",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc_info=True,
+            )
+
+    async def _resolve(self, record: ConsumerRecord[Any, Any]) -> None:
+        try:
+            envelope = Envelope.model_validate_json(record.value or b"")
+        except ValidationError as error:
+            await self._dead_letter(record, error, reason="invalid_envelope", attempts=0)
+            return
+        try:
+            event = self.registry.decode(envelope)
+        except (ValidationError, ValueError) as error:
+            await self._dead_letter(record, error, reason="invalid_payload", attempts=0)
+            return
+        if event is None:
+            self.metrics.unknown_types += 1
+            return
+        await self._handle(record, envelope, event)
+
+    async def _handle(
+        self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
+    ) -> None:
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                await self.handler(envelope, event)
+            except DuplicateCausation:
+                self.metrics.duplicates += 1
+                return
+            except Exception as error:
+                if attempt == self.retry.attempts:
+                    await self._dead_letter(
+                        record, error, reason="handler_failed", attempts=attempt
+                    )
+                    return
+                self.metrics.retried += 1
+                log.warning(
+                    "handler failed on %s %s (attempt %d/%d), retrying",
+                    envelope.event_type,
+                    envelope.event_id,
+                    attempt,
+                    self.retry.attempts,
+                    exc_info=True,
+                )
+                await self._sleep(self.retry.delay(attempt))
+            else:
+                self.metrics.processed += 1
+                return
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[Any, Any], error: Exception, *, reason: str, attempts: int
+    ) -> None:
+        """Publish to `<topic>.dlq` and wait for the ack; retry until it succeeds.
+
+        Returning without a published dead letter would let the commit skip the record,
+        so a DLQ outage stalls this consumer (visible in `dlq_publish_failures`) instead.
+        """
+        headers = dead_letter_headers(
+            error=error,
+            reason=reason,
+            attempts=attempts,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            failed_at=self.clock.now(),
+            original_headers=[(name, value or b"") for name, value in record.headers or ()],
+        )
+        log.error(
+            "dead-lettering %s[%s]@%s (%s): %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            "".join(traceback.format_exception_only(error)).strip()[:500],
+        )
+        failures = 0
+        while True:
+            try:
+                await send_and_wait(
+                    self.dead_letters,
+                    dlq_topic(record.topic),
+                    record.value or b"",
+                    key=record.key,
+                    headers=headers,
+                )
+            except Exception:
+                failures += 1
+                self.metrics.dlq_publish_failures += 1
+                log.exception("DLQ publish failed (%d times); retrying", failures)
+                await self._sleep(self.dlq_retry.delay(failures))
+            else:
+                self.metrics.dead_lettered += 1
+                return
+
+
+def _repaired_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    """FastStream's parser decodes every header as UTF-8 and fails on null or binary ones."""
+    headers = record.headers or ()
+    if all(isinstance(value, bytes) and _is_utf8(value) for _, value in headers):
+        return record
+    repaired = tuple(
+        (name, (value or b"").decode("utf-8", errors="replace").encode("utf-8"))
+        for name, value in headers
+    )
+    return dataclasses.replace(record, headers=repaired)
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def _tolerant_parser(
+    record: ConsumerRecord[Any, Any], original: Callable[[Any], Awaitable[Any]]
+) -> Any:
+    return await original(_repaired_headers(record))
+
+
+async def _raw_decoder(message: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Hand the body over untouched: decoding and its failures are `EventConsumer`'s."""
+    return message.body
+
+
+def subscribe_events(
+    broker: KafkaBroker,
+    topic: str | Sequence[str],
+    *,
+    group_id: str,
+    handler: EventHandler,
+    registry: EventRegistry,
+    retry: RetryPolicy | None = None,
+    dlq_retry: RetryPolicy | None = None,
+    clock: Clock | None = None,
+    dead_letters: RecordSender | None = None,
+    partitions: int = 4,
+    auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest",
+    **subscriber_options: Any,
+) -> EventConsumer:
+    """Register `handler` for the events of `topic` (one or several) in consumer group `group_id`.
+
+    Several topics share one consumer (one group join); each record still dead-letters to its
+    own `<topic>.dlq`.
+
+    Call before `broker.start()`. `partitions` is used only if FastStream has to create the
+    topic (its own default would be a single partition). `subscriber_options` go to
+    `broker.subscriber` (e.g. `session_timeout_ms`). Returns the consumer, whose `metrics` a
+    /metrics route can read.
+    """
+    topics = [topic] if isinstance(topic, str) else list(topic)
+    consumer = EventConsumer(
+        topic=",".join(topics),
+        handler=handler,
+        registry=registry,
+        dead_letters=dead_letters or as_sender(broker),
+        retry=retry,
+        dlq_retry=dlq_retry,
+        clock=clock,
+    )
+    subscriber = broker.subscriber(
+        *(Topic(name, num_partitions=partitions) for name in topics),
+        group_id=group_id,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset=auto_offset_reset,
+        parser=_tolerant_parser,
+        decoder=_raw_decoder,
+        **subscriber_options,
+    )
+
+    async def on_record(message: KafkaMessage) -> None:
+        record: ConsumerRecord[Any, Any] = message.raw_message
+        client = message.consumer
+
+        async def commit() -> None:
+            if isinstance(client, AIOKafkaConsumer):
+                partition = TopicPartition(record.topic, record.partition)
+                await client.commit({partition: record.offset + 1})
+            else:
+                await message.ack()
+
+        await consumer.process(record, commit)
+
+    subscriber(on_record)
+    return consumer

@@ -1,0 +1,238 @@
+"""The outbox relay: stored commits to Kafka, in per-stream order, at least once (DESIGN §4.3).
+
+A command's events and its outbox flag are one atomic write in the event store; the relay
+publishes the commits the broker has not acknowledged yet and marks them published only after
+every event of the commit was acknowledged (acks=all). A crash between the broker's ack and
+`mark_published` publishes those commits again on the next run: consumers deduplicate by
+`causation_id = event_id` (DESIGN §4.4), so at-least-once delivery has exactly-once effects.
+
+Only one relay per store works at a time, whatever the number of replicas: each run takes or
+renews a lease in the store (`try_lease`), so two relays do not race to publish the same
+commits. A relay that loses its lease mid-batch (a pause longer than the TTL) can publish a
+batch twice; that is the same harmless duplicate as a crash.
+
+Ordering: records of one key go to one partition, and the producer keeps a partition's records
+in send order. When a send fails, nothing of that stream after the failed commit is marked
+published in that run, so the next run sends the failed commit and everything after it again,
+in order. (A later commit of the stream may already have reached the broker: consumers then
+see it before and after the retried one, which their version check / dedupe absorbs.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from faststream.kafka import KafkaBroker
+
+from shared.kernel.clock import Clock
+from shared.kernel.eventstore.port import Commit, EventStore
+from shared.kernel.messaging.consumer import RetryPolicy
+from shared.kernel.messaging.kafka import RecordSender, as_sender
+
+log = logging.getLogger(__name__)
+
+
+def event_records(commit: Commit) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+    """(value, headers) of each event of a commit, in stream order."""
+    return [
+        (
+            envelope.model_dump_json().encode("utf-8"),
+            [
+                ("event_type", envelope.event_type.encode("utf-8")),
+                ("event_id", envelope.event_id.encode("utf-8")),
+                ("content-type", b"application/json"),
+            ],
+        )
+        for envelope in commit.events
+    ]
+
+
+class OutboxPublishError(Exception):
+    """Some commits could not be published; those that could were marked published."""
+
+    def __init__(self, published: int, failed_streams: Sequence[str], cause: BaseException):
+        super().__init__(
+            f"{len(failed_streams)} stream(s) not published ({cause!r}); {published} events were"
+        )
+        self.published = published
+        self.failed_streams = tuple(failed_streams)
+
+
+@dataclass
+class RelayMetrics:
+    published: int = 0
+    runs_without_lease: int = 0
+    failures: int = 0
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: EventStore,
+        producer_or_publisher: RecordSender | AIOKafkaProducer | KafkaBroker,
+        clock: Clock,
+        owner: str,
+        lease_name: str = "outbox",
+        lease_ttl: timedelta = timedelta(seconds=15),
+        batch_size: int = 500,
+        backoff: RetryPolicy | None = None,
+    ) -> None:
+        self.store = store
+        self.sender = as_sender(producer_or_publisher)
+        self.clock = clock
+        self.owner = owner
+        self.lease_name = lease_name
+        self.lease_ttl = lease_ttl
+        self.batch_size = batch_size
+        self.backoff = backoff or RetryPolicy(first_delay_s=0.1, max_delay_s=5.0)
+        self.metrics = RelayMetrics()
+
+    async def run_once(self) -> int:
+        """Publish one batch of unpublished commits; return the number of events published.
+
+        Returns 0 without reading anything while another owner holds the lease. Raises
+        `OutboxPublishError` after marking what succeeded when some send failed.
+        """
+        if not await self.store.try_lease(
+            self.lease_name, self.owner, self.lease_ttl, self.clock.now()
+        ):
+            self.metrics.runs_without_lease += 1
+            return 0
+        commits = await self.store.unpublished(self.batch_size)
+        if not commits:
+            return 0
+
+        in_flight: list[tuple[Commit, list[asyncio.Future[Any]]]] = []
+        send_error: BaseException | None = None
+        for commit in commits:
+            futures: list[asyncio.Future[Any]] = []
+            try:
+                for value, headers in event_records(commit):
+                    futures.append(
+                        await self.sender.send(
+                            commit.topic,
+                            value,
+                            key=commit.partition_key.encode("utf-8"),
+                            headers=headers,
+                        )
+                    )
+            except Exception as error:
+                # Enqueueing failed (buffer full, client closed): stop sending; commits
+                # already enqueued are still awaited and marked if acknowledged.
+                send_error = error
+                _discard(futures)
+                break
+            in_flight.append((commit, futures))
+
+        await asyncio.gather(*(f for _, fs in in_flight for f in fs), return_exceptions=True)
+
+        marked: list[int] = []
+        published = 0
+        failed_streams: dict[str, BaseException] = {}
+        for commit, futures in in_flight:
+            if commit.stream_id in failed_streams:
+                continue
+            failure = next((e for e in map(_failure, futures) if e is not None), None)
+            if failure is not None:
+                failed_streams[commit.stream_id] = failure
+                continue
+            marked.append(commit.position)
+            published += len(commit.events)
+        if marked:
+            await self.store.mark_published(marked)
+        self.metrics.published += published
+
+        first_error = send_error or next(iter(failed_streams.values()), None)
+        if first_error is not None:
+            self.metrics.failures += 1
+            raise OutboxPublishError(published, list(failed_streams), first_error) from (
+                first_error
+            )
+        return published
+
+    async def run(self, interval_s: float, stop_event: asyncio.Event) -> None:
+        """Relay until `stop_event` is set; back off exponentially while publishing fails."""
+        failures = 0
+        try:
+            while not stop_event.is_set():
+                wait = interval_s
+                try:
+                    published = await self.run_once()
+                except Exception:
+                    # Nothing is lost: unpublished commits stay in the store for the next run.
+                    failures += 1
+                    wait = self.backoff.delay(failures)
+                    log.exception("outbox relay run failed (%d in a row)", failures)
+                else:
+                    failures = 0
+                    if published >= self.batch_size:
+                        wait = 0.0  # more may be waiting: go on at once
+                await _wait(stop_event, wait)
+        finally:
+            try:
+                await self.store.release_lease(self.lease_name, self.owner)
+            except Exception:
+                log.warning("could not release the outbox lease", exc_info=True)
+
+
+async def republish(
+    store: EventStore,
+    producer: RecordSender | AIOKafkaProducer | KafkaBroker,
+    after_position: int = 0,
+    batch_size: int = 500,
+) -> int:
+    """Send every stored commit after `after_position` again, in store order.
+
+    For `yellowcart republish` after the broker lost its data. Published flags are not
+    touched; consumers deduplicate what they had already handled. Returns the events sent;
+    raises on the first failed batch (rerun it: republishing is idempotent downstream).
+    """
+    sender = as_sender(producer)
+    sent = 0
+    pending: list[asyncio.Future[Any]] = []
+    async for commit in store.read_all(after_position, batch_size):
+        for value, headers in event_records(commit):
+            pending.append(
+                await sender.send(
+                    commit.topic,
+                    value,
+                    key=commit.partition_key.encode("utf-8"),
+                    headers=headers,
+                )
+            )
+        if len(pending) >= batch_size:
+            sent += await _await_all(pending)
+            pending = []
+    return sent + await _await_all(pending)
+
+
+async def _await_all(futures: list[asyncio.Future[Any]]) -> int:
+    await asyncio.gather(*futures)
+    return len(futures)
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException | None:
+    if future.cancelled():
+        return asyncio.CancelledError("send cancelled")
+    return future.exception()
+
+
+def _discard(futures: list[asyncio.Future[Any]]) -> None:
+    """Observe futures whose outcome no longer matters, so asyncio does not warn."""
+    for future in futures:
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+async def _wait(stop_event: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        return
+    try:
+        await asyncio.wait_for(stop_event.wait(), timeout=seconds)
+    except TimeoutError:
+        return

@@ -1,0 +1,217 @@
+"""What every service process runs: HTTP edge, Kafka consumers, outbox relay, timer scheduler.
+
+A service describes itself with a `ServiceSpec` (its routers and a `wire` function, its
+composition root); `create_service_app` turns that into a FastAPI app whose lifespan opens the
+service's own database, subscribes its consumers, and runs the relay and the scheduler until
+shutdown. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+from uuid import uuid4
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from shared.contracts.events import default_registry
+from shared.kernel.clock import Clock, SystemClock
+from shared.kernel.events.registry import EventRegistry
+from shared.kernel.eventstore.port import DueTimer, EventStore
+from shared.kernel.http import BodySizeLimit, install_problem_handlers
+from shared.kernel.messaging import (
+    EventConsumer,
+    EventHandler,
+    as_sender,
+    make_kafka_broker,
+    subscribe_events,
+)
+from shared.kernel.outbox import OutboxRelay, republish
+from shared.kernel.readmodel.port import DocumentStore
+from shared.kernel.settings import Settings
+from shared.kernel.storage import open_document_store, open_event_store
+from shared.kernel.timers import TimerScheduler
+
+log = logging.getLogger(__name__)
+TimerHandler = Callable[[DueTimer], Awaitable[None]]
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """Consume `topics` in the consumer group `<service>.<purpose>` (one consumer, one join)."""
+
+    topics: tuple[str, ...]
+    purpose: str
+    handler: EventHandler
+
+
+@dataclass
+class Wiring:
+    """What a composition root hands back: the context routes use, subscriptions, timers."""
+
+    context: Any
+    subscriptions: Sequence[Subscription] = ()
+    on_timer: TimerHandler | None = None
+
+
+@dataclass
+class Runtime:
+    """The live resources of one service process, given to its composition root."""
+
+    name: str
+    settings: Settings
+    clock: Clock
+    store: EventStore
+    documents: DocumentStore
+    registry: EventRegistry
+    consumers: list[EventConsumer] = field(default_factory=list)
+    relay: OutboxRelay | None = None
+    scheduler: TimerScheduler | None = None
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    title: str
+    routers: Sequence[APIRouter]
+    wire: Callable[[Runtime], Wiring]
+
+
+def process_owner(service: str, instance_id: str) -> str:
+    if instance_id:
+        return f"{service}@{instance_id}"
+    return f"{service}@{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
+
+
+def create_service_app(
+    spec: ServiceSpec,
+    settings: Settings,
+    clock: Clock | None = None,
+    *,
+    republish_on_start: bool = False,
+) -> FastAPI:
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.store_url_for(spec.name)
+        store = await open_event_store(url)
+        documents = await open_document_store(url)
+        runtime = Runtime(spec.name, settings, clock, store, documents, default_registry())
+        wiring = spec.wire(runtime)
+        broker = make_kafka_broker(settings, log_level=logging.DEBUG)
+        for subscription in wiring.subscriptions:
+            runtime.consumers.append(
+                subscribe_events(
+                    broker,
+                    subscription.topics,
+                    group_id=f"{spec.name}.{subscription.purpose}",
+                    handler=subscription.handler,
+                    registry=runtime.registry,
+                    clock=clock,
+                    session_timeout_ms=settings.consumer_session_timeout_ms,
+                    heartbeat_interval_ms=settings.consumer_session_timeout_ms // 5,
+                )
+            )
+        owner = process_owner(spec.name, settings.instance_id)
+        stop = asyncio.Event()
+        await broker.start()
+        sender = as_sender(broker)
+        if republish_on_start:
+            count = await republish(store, sender)
+            log.info("%s republished %d commits to a fresh broker", spec.name, count)
+        runtime.relay = OutboxRelay(store, sender, clock, owner)
+        tasks = [asyncio.create_task(runtime.relay.run(settings.relay_interval_s, stop))]
+        if wiring.on_timer is not None:
+            runtime.scheduler = TimerScheduler(store, clock, wiring.on_timer, owner)
+            tasks.append(
+                asyncio.create_task(runtime.scheduler.run(settings.timer_interval_s, stop))
+            )
+        app.state.runtime = runtime
+        app.state.context = wiring.context
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, timeout=5)
+            await broker.stop()
+            await documents.close()
+            await store.close()
+
+    app = FastAPI(title=spec.title, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_problem_handlers(app)
+    for router in spec.routers:
+        app.include_router(router)
+    app.include_router(_operations_router(spec.name))
+    return app
+
+
+def context_of(context_type: type[C]) -> Callable[[Request], C]:
+    """A FastAPI dependency handing a route its service's context (built by `wire`)."""
+
+    def dependency(request: Request) -> C:
+        context = request.app.state.context
+        if not isinstance(context, context_type):
+            raise TypeError(f"this app's context is not a {context_type.__name__}")
+        return context
+
+    return dependency
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+
+
+def _operations_router(service: str) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health", summary="liveness and readiness")
+    async def health(runtime: RuntimeDep) -> JSONResponse:
+        try:
+            backlog = len(await runtime.store.unpublished(limit=1000))
+        except Exception as error:  # a health probe reports, it does not crash
+            return JSONResponse(
+                {"status": "unavailable", "service": service, "error": str(error)},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok", "service": service, "outbox_backlog": backlog})
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics(runtime: RuntimeDep) -> PlainTextResponse:
+        lines = []
+        for consumer in runtime.consumers:
+            labels = f'service="{service}",topic="{consumer.topic}"'
+            for name, value in vars(consumer.metrics).items():
+                lines.append(f"yellowcart_consumer_{name}_total{{{labels}}} {value}")
+        for event_type, count in runtime.registry.unknown.items():
+            lines.append(
+                f'yellowcart_unknown_events_total{{service="{service}",type="{event_type}"}} '
+                f"{count}"
+            )
+        labels = f'service="{service}"'
+        for part, name in ((runtime.relay, "outbox"), (runtime.scheduler, "timers")):
+            if part is not None:
+                for counter, value in vars(part.metrics).items():
+                    lines.append(f"yellowcart_{name}_{counter}_total{{{labels}}} {value}")
+        backlog = len(await runtime.store.unpublished(limit=10_000))
+        lines.append(f'yellowcart_outbox_backlog{{service="{service}"}} {backlog}')
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    return router
