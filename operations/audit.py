@@ -16,13 +16,17 @@ from rich.console import Console
 from rich.table import Table
 
 from operations.catalog import SERVICES
-from services.order.projection import COLLECTION, View, apply_event, order_id_of
+from services.order.domain import Order
+from services.order.projection import COLLECTION, ORDER_VIEW, View, order_id_of
+from services.payment.domain import PaymentIntent
+from services.penalty.domain import SellerRecord
+from services.seller_dispute.domain import CancellationCase
 from shared.kernel.clock import utc
-from shared.kernel.events.envelope import Envelope
 from shared.kernel.eventstore.chain import verify_chain
 from shared.kernel.eventstore.port import Commit, EventStore
 from shared.kernel.messaging import make_producer
 from shared.kernel.outbox import republish
+from shared.kernel.projection import rebuild
 from shared.kernel.settings import Settings
 from shared.kernel.storage import open_document_store, open_event_store
 
@@ -41,15 +45,19 @@ async def _close(stores: dict[str, EventStore]) -> None:
 async def audit_order(settings: Settings, order_id: str, as_of: datetime | None) -> dict[str, Any]:
     stores = await _stores(settings)
     try:
+        order_stream = Order.stream_id_for(order_id)
         streams: dict[str, list[Commit]] = {
-            f"order-{order_id}": await stores["order"].stream_commits(f"order-{order_id}"),
-            f"payment-{order_id}": await stores["payment"].stream_commits(f"payment-{order_id}"),
-            f"case-{order_id}": await stores["seller-dispute"].stream_commits(f"case-{order_id}"),
+            order_stream: await stores["order"].stream_commits(order_stream),
         }
-        order_events = [e for c in streams[f"order-{order_id}"] for e in c.events]
+        for service, stream in (
+            ("payment", PaymentIntent.stream_id_for(order_id)),
+            ("seller-dispute", CancellationCase.stream_id_for(order_id)),
+        ):
+            streams[stream] = await stores[service].stream_commits(stream)
+        order_events = [e for c in streams[order_stream] for e in c.events]
         seller_id = order_events[0].data.get("seller_id") if order_events else None
         if seller_id:
-            seller_stream = f"seller-{seller_id}"
+            seller_stream = SellerRecord.stream_id_for(seller_id)
             streams[seller_stream] = await stores["penalty"].stream_commits(seller_stream)
     finally:
         await _close(stores)
@@ -68,9 +76,7 @@ async def audit_order(settings: Settings, order_id: str, as_of: datetime | None)
         if order_id_of(envelope) == order_id
         and (as_of is None or envelope.occurred_at <= utc(as_of))
     ]
-    view: View | None = None
-    for envelope in envelopes:
-        view = apply_event(view, envelope) or view
+    view: View | None = rebuild(ORDER_VIEW, envelopes).get(order_id)
     return {
         "order_id": order_id,
         "found": bool(order_events),
@@ -150,15 +156,8 @@ async def rebuild_views(stores: dict[str, EventStore]) -> dict[str, View]:
     views: dict[str, View] = {}
     for store in stores.values():
         async for commit in store.read_all():
-            for envelope in commit.events:
-                _fold_into(views, envelope)
+            rebuild(ORDER_VIEW, commit.events, into=views)
     return views
-
-
-def _fold_into(views: dict[str, View], envelope: Envelope) -> None:
-    order_id = order_id_of(envelope)
-    if order_id is not None:
-        views[order_id] = apply_event(views.get(order_id), envelope) or views[order_id]
 
 
 async def replay_views(settings: Settings, swap: bool, console: Console) -> int:

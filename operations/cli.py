@@ -1,4 +1,4 @@
-"""The command line (DESIGN §8): up, serve, demo, replay, audit, verify, republish, token…"""
+"""The command line: up, serve, gateway, demo, replay, audit, verify, republish, token, schemas."""
 
 from __future__ import annotations
 
@@ -47,11 +47,12 @@ def serve(
     import uvicorn
 
     from operations.catalog import spec_of
+    from shared.contracts.policy import policy_from_environment
     from shared.kernel.runtime import create_service_app
 
     _logging(True)
     settings = Settings()
-    spec = spec_of(service)
+    spec = spec_of(service, policy_from_environment())
     application = create_service_app(spec, settings, republish_on_start=republish_on_start)
     uvicorn.run(
         application,
@@ -64,19 +65,27 @@ def serve(
 
 @app.command()
 def up(
-    port: Annotated[int, typer.Option(help="the one base URL's port")] = 8000,
-    data_dir: Annotated[Path, typer.Option(help="SQLite files and logs")] = Path("var"),
+    port: Annotated[
+        int | None, typer.Option(help="the one base URL's port; default: YELLOWCART_HTTP_PORT")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="SQLite files and logs; default: YELLOWCART_DATA_DIR")
+    ] = None,
     demo_windows: Annotated[
         bool, typer.Option(help="seconds-long payment windows, for `yellowcart demo --url`")
     ] = False,
 ) -> None:
     """Run everything on the embedded default: local broker, four services, one base URL."""
-    from operations.demo.scenarios import DEMO_ENV
     from operations.stack import run_stack
 
     _logging(False)
-    extra_env = DEMO_ENV if demo_windows else {}
-    raise typer.Exit(run_stack(port=port, data_dir=data_dir, console=console, extra_env=extra_env))
+    overrides: dict[str, object] = {}
+    if port is not None:
+        overrides["http_port"] = port
+    if data_dir is not None:
+        overrides["data_dir"] = str(data_dir)
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    raise typer.Exit(run_stack(settings, console, demo_windows=demo_windows))
 
 
 @app.command()
@@ -108,8 +117,8 @@ def demo(
         str | None, typer.Option(help="a running system's base URL; default: start one")
     ] = None,
 ) -> None:
-    """Play the seed's scenarios end to end and print each order's timeline."""
-    from operations.demo.scenarios import run_demo
+    """Play the marketplace's cancellation scenarios end to end; print each order's timeline."""
+    from operations.demo import run_demo
 
     _logging(False)
     raise typer.Exit(run_demo(url, console))
@@ -161,7 +170,7 @@ def replay(
 ) -> None:
     """Rebuild the order view from the stores into a fresh copy and diff it with the live one.
 
-    Publishes nothing, refunds nothing, fires no timer (DESIGN §4.9)."""
+    Publishes nothing, refunds nothing, fires no timer."""
     from operations.audit import replay_views
 
     differences = asyncio.run(replay_views(Settings(), swap, console))

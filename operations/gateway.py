@@ -1,7 +1,7 @@
 """One base URL for the embedded run: a small reverse proxy routing paths to the services.
 
 In containers each service serves its own routes behind the operator's ingress; `yellowcart
-up` puts this proxy in front of the four local processes so every route of DESIGN §7 answers
+up` puts this proxy in front of the four local processes so every public route answers
 on one address, and merges their OpenAPI documents into one.
 """
 

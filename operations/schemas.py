@@ -6,15 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.contracts.events import ALL_EVENTS
+from shared.contracts.events import ALL_EVENTS, PRODUCERS
 from shared.kernel.events.envelope import DomainEvent, Envelope
-
-_PRODUCERS = {
-    "order.events": "order",
-    "payment.events": "payment",
-    "dispute.events": "seller-dispute",
-    "penalty.events": "penalty",
-}
 
 
 def event_schema(event_class: type[DomainEvent]) -> dict[str, Any]:
@@ -29,7 +22,7 @@ def asyncapi_document() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for topic, producer in _PRODUCERS.items():
+    for topic, producer in PRODUCERS.items():
         names = [e.event_type for e in ALL_EVENTS if e.topic == topic]
         channel_id = topic.replace(".", "_")
         channels[channel_id] = {
@@ -108,11 +101,9 @@ def settings_markdown() -> str:
     """The README's table of every YELLOWCART_ setting with its default."""
     from shared.kernel.settings import Settings
 
-    defaults = Settings.model_construct().model_dump(mode="json", exclude={"policy"})
+    defaults = Settings.model_construct().model_dump(mode="json")
     lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        if name == "policy":
-            continue
         default = json.dumps(defaults[name]) if defaults[name] not in ("", None) else "—"
         lines.append(f"| `YELLOWCART_{name.upper()}` | `{default}` | {field.description or ''} |")
     from shared.contracts.policy import Policy

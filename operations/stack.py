@@ -34,6 +34,15 @@ from shared.kernel.clock import SystemClock
 from shared.kernel.settings import Settings
 
 EXAMPLE_USERS = ((Role.BUYER, "buyer-1"), (Role.SELLER, "shop-1"), (Role.OPERATOR, "operator-1"))
+SHORT_WINDOW = "PT4S"
+DEMO_WINDOWS_ENV = {
+    # e-wallets get a few seconds so the deadline scenarios finish quickly; bank transfers keep
+    # a long window so the paid scenarios are never raced by their own deadline
+    "YELLOWCART_POLICY__PAYMENT__WINDOWS": json.dumps(
+        {"ovo": SHORT_WINDOW, "gopay": SHORT_WINDOW, "dana": SHORT_WINDOW, "bank_transfer": "PT1H"}
+    ),
+    "YELLOWCART_POLICY__DISPUTE__SELLER_RESPONSE_WINDOW": "PT1H",
+}
 
 
 def _children(
@@ -96,11 +105,13 @@ def _wait_healthy(ports: Mapping[str, int], timeout_s: float, stop: threading.Ev
     return not pending
 
 
-def _banner(console: Console, base_url: str, settings: Settings) -> None:
+def _banner(console: Console, base_url: str, settings: Settings, broker: str) -> None:
     now = SystemClock().now()
     console.print(f"\n[bold green]yellowcart is up[/] at [bold]{base_url}[/]")
     console.print(f"  API docs:   {base_url}/docs")
     console.print(f"  health:     {base_url}/health")
+    console.print(f"  broker:     {broker} (local, in memory)")
+    console.print(f"  data:       {Path(settings.data_dir).resolve()}")
     console.print("  example tokens (Authorization: Bearer <token>):")
     for role, sub in EXAMPLE_USERS:
         token = mint_token(settings.token_secret, sub, role, now, timedelta(days=30))
@@ -112,16 +123,16 @@ def _stop_requested(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_stack(
-    port: int, data_dir: Path, console: Console, extra_env: Mapping[str, str] | None = None
-) -> int:
-    data_dir = data_dir.resolve()
+def run_stack(settings: Settings, console: Console, *, demo_windows: bool = False) -> int:
+    """Run the stack on `settings.http_port` with its files under `settings.data_dir`."""
+    data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = Settings()
+    port = settings.http_port
+    extra_env = DEMO_WINDOWS_ENV if demo_windows else {}
     broker = LocalBroker().start_sync()
     asyncio.run(create_topics(broker.bootstrap_servers, [*TOPICS, *(f"{t}.dlq" for t in TOPICS)]))
     ports = {name: free_port() for name in SERVICES}
-    supervisor = Supervisor(_children(data_dir, broker.bootstrap_servers, ports, extra_env or {}))
+    supervisor = Supervisor(_children(data_dir, broker.bootstrap_servers, ports, extra_env))
     supervisor.start()
     base_url = f"http://127.0.0.1:{port}"
     state_file = data_dir / "up.json"
@@ -129,7 +140,7 @@ def run_stack(
 
     def supervise() -> None:
         if _wait_healthy(ports, 120, stop):
-            _banner(console, base_url, settings)
+            _banner(console, base_url, settings, broker.bootstrap_servers)
         else:
             console.print(f"[red]some services did not become healthy; see {data_dir}/logs[/]")
         while not stop.wait(0.5):
@@ -150,7 +161,7 @@ def run_stack(
     try:
         server = uvicorn.Server(
             uvicorn.Config(
-                create_gateway(upstreams), host="127.0.0.1", port=port, log_level="warning"
+                create_gateway(upstreams), host=settings.http_host, port=port, log_level="warning"
             )
         )
         # uvicorn re-raises the signal that stopped it once it has shut down; SIGTERM's default

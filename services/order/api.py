@@ -1,29 +1,32 @@
-"""The order service's HTTP edge: decode, call the use case, encode (DESIGN §7)."""
+"""The order service's HTTP edge: decode, build the command, call the use case, encode."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from services.order import handlers
-from services.order.handlers import OrderContext
-from shared.contracts.events import BuyerCancelReason, LineItem, PaymentMethod, ShippingAddress
+from services.order import handlers, queries
+from services.order.handlers import CancelOrder, OrderContext, PlaceOrder, ShipOrder
+from services.order.queries import OrderSummary, OrderView, TimelineEntry
+from shared.contracts.events import (
+    BuyerCancelReason,
+    LineItem,
+    OrderStatus,
+    PaymentMethod,
+    ShippingAddress,
+)
 from shared.kernel.auth import Role
-from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, require_role
+from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, RequestBody, require_role
 from shared.kernel.runtime import context_of
 
 Context = Annotated[OrderContext, Depends(context_of(OrderContext))]
 router = APIRouter(tags=["orders"], responses=PROBLEM_RESPONSES)
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PlaceOrder(_Body):
+class NewOrder(RequestBody):
     seller_id: str = Field(min_length=1, max_length=64, examples=["shop-1"])
     items: list[LineItem] = Field(min_length=1, max_length=50)
     shipping_address: ShippingAddress
@@ -32,7 +35,7 @@ class PlaceOrder(_Body):
 
 class OrderAccepted(BaseModel):
     order_id: str
-    status: str
+    status: OrderStatus
     total_amount: int
     currency: Literal["IDR"] = "IDR"
     payment_deadline_at: datetime | None = Field(
@@ -40,26 +43,23 @@ class OrderAccepted(BaseModel):
     )
 
 
-class CancelOrder(_Body):
+class CancelRequest(RequestBody):
     reason: BuyerCancelReason
     note: str | None = Field(None, max_length=500, description="required when reason is other")
 
 
-class ShipOrder(_Body):
+class ShipRequest(RequestBody):
     tracking_number: str | None = Field(None, max_length=64)
 
 
 class OrderStatusReply(BaseModel):
     order_id: str
-    status: str
-
-
-StatusTab = Literal["all", "awaiting_payment", "to_ship", "shipped", "cancelled"]
+    status: OrderStatus
 
 
 @router.post("/orders", status_code=201, summary="place an order (buyer)")
 async def place_order(
-    body: PlaceOrder,
+    body: NewOrder,
     caller: CallerDep,
     ctx: Context,
     response: Response,
@@ -71,12 +71,15 @@ async def place_order(
     require_role(caller, Role.BUYER)
     placed = await handlers.place_order(
         ctx,
-        caller.sub,
-        body.seller_id,
-        body.items,
-        body.shipping_address,
-        body.payment_method,
-        idempotency_key,
+        PlaceOrder(
+            buyer_id=caller.sub,
+            seller_id=body.seller_id,
+            items=body.items,
+            shipping_address=body.shipping_address,
+            payment_method=body.payment_method,
+            idempotency_key=idempotency_key,
+            at=ctx.clock.now(),
+        ),
     )
     order = placed.order
     response.headers["Location"] = f"/orders/{order.id}"
@@ -84,48 +87,47 @@ async def place_order(
         response.headers["Idempotent-Replayed"] = "true"
     return OrderAccepted(
         order_id=order.id,
-        status=order.status.value,
+        status=order.status,
         total_amount=order.total,
-        payment_deadline_at=handlers.payment_deadline(ctx.policy, order, placed.placed_at),
+        payment_deadline_at=placed.payment_deadline_at,
     )
 
 
 @router.get("/orders", summary="list own orders by status tab (buyer, seller)")
 async def list_orders(
-    caller: CallerDep, ctx: Context, status: Annotated[StatusTab, Query()] = "all"
-) -> list[dict[str, Any]]:
+    caller: CallerDep,
+    ctx: Context,
+    status: Annotated[OrderStatus | Literal["all"], Query()] = "all",
+) -> list[OrderSummary]:
     require_role(caller, Role.BUYER, Role.SELLER)
-    views = await handlers.list_orders(ctx, caller, status)
-    return [{k: v for k, v in view.items() if k not in ("timeline", "applied")} for view in views]
+    return await queries.list_orders(ctx, caller, status)
 
 
 @router.get("/orders/{order_id}", summary="the order view (owner, operator)")
-async def get_order(order_id: str, caller: CallerDep, ctx: Context) -> dict[str, Any]:
-    order = await handlers.load_visible(ctx, caller, order_id)
-    view = await handlers.order_view(ctx, order)
-    return {k: v for k, v in view.items() if k != "applied"}
+async def get_order(order_id: str, caller: CallerDep, ctx: Context) -> OrderView:
+    return await queries.order_view(ctx, caller, order_id)
 
 
 @router.get("/orders/{order_id}/timeline", summary="every event of the order, across services")
-async def get_timeline(order_id: str, caller: CallerDep, ctx: Context) -> list[dict[str, Any]]:
-    order = await handlers.load_visible(ctx, caller, order_id)
-    timeline: list[dict[str, Any]] = (await handlers.order_view(ctx, order))["timeline"]
-    return timeline
+async def get_timeline(order_id: str, caller: CallerDep, ctx: Context) -> list[TimelineEntry]:
+    return await queries.timeline(ctx, caller, order_id)
 
 
 @router.post("/orders/{order_id}/cancel", summary="cancel an unpaid order (buyer)")
 async def cancel_order(
-    order_id: str, body: CancelOrder, caller: CallerDep, ctx: Context
+    order_id: str, body: CancelRequest, caller: CallerDep, ctx: Context
 ) -> OrderStatusReply:
     require_role(caller, Role.BUYER)
-    order = await handlers.cancel_by_buyer(ctx, caller, order_id, body.reason, body.note)
-    return OrderStatusReply(order_id=order.id, status=order.status.value)
+    command = CancelOrder(caller, order_id, body.reason, body.note, at=ctx.clock.now())
+    order = await handlers.cancel_by_buyer(ctx, command)
+    return OrderStatusReply(order_id=order.id, status=order.status)
 
 
 @router.post("/orders/{order_id}/ship", summary="mark an order shipped (seller)")
 async def ship_order(
-    order_id: str, caller: CallerDep, ctx: Context, body: ShipOrder | None = None
+    order_id: str, caller: CallerDep, ctx: Context, body: ShipRequest | None = None
 ) -> OrderStatusReply:
     require_role(caller, Role.SELLER)
-    order = await handlers.ship(ctx, caller, order_id, body.tracking_number if body else None)
-    return OrderStatusReply(order_id=order.id, status=order.status.value)
+    tracking = body.tracking_number if body else None
+    order = await handlers.ship(ctx, ShipOrder(caller, order_id, tracking, at=ctx.clock.now()))
+    return OrderStatusReply(order_id=order.id, status=order.status)

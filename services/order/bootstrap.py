@@ -1,4 +1,4 @@
-"""The order service's composition root."""
+"""The order service's composition root: its context, subscriptions and routes."""
 
 from __future__ import annotations
 
@@ -8,28 +8,39 @@ from services.order import handlers
 from services.order.api import router
 from services.order.domain import Order
 from services.order.handlers import OrderContext
-from shared.contracts.events import DISPUTE_TOPIC, PAYMENT_TOPIC, TOPICS
+from services.order.projection import ORDER_VIEW
+from shared.contracts.events import DISPUTE_TOPIC, PAYMENT_TOPIC, TOPICS, default_registry
+from shared.contracts.policy import Policy
 from shared.kernel.application import Repository
+from shared.kernel.projection import projector
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
+NAME = "order"
 
-def wire(runtime: Runtime) -> Wiring:
-    ctx = OrderContext(
-        orders=Repository(runtime.store, Order, runtime.registry, "order", runtime.clock),
-        store=runtime.store,
-        views=runtime.documents,
-        clock=runtime.clock,
-        policy=runtime.settings.policy,
+
+def bootstrap(policy: Policy) -> ServiceSpec:
+    def wire(runtime: Runtime) -> Wiring:
+        ctx = OrderContext(
+            orders=Repository(runtime.store, Order, runtime.registry, NAME),
+            store=runtime.store,
+            views=runtime.documents,
+            clock=runtime.clock,
+            policy=policy,
+        )
+        return Wiring(
+            context=ctx,
+            subscriptions=[
+                Subscription(
+                    (PAYMENT_TOPIC, DISPUTE_TOPIC), "reactions", partial(handlers.react_to, ctx)
+                ),
+                Subscription(TOPICS, "view", projector(runtime.documents, ORDER_VIEW)),
+            ],
+        )
+
+    return ServiceSpec(
+        name=NAME,
+        title="yellowcart order service",
+        routers=[router],
+        registry=default_registry,
+        wire=wire,
     )
-    return Wiring(
-        context=ctx,
-        subscriptions=[
-            Subscription(
-                (PAYMENT_TOPIC, DISPUTE_TOPIC), "reactions", partial(handlers.react_to, ctx)
-            ),
-            Subscription(TOPICS, "view", partial(handlers.project, ctx)),
-        ],
-    )
-
-
-SPEC = ServiceSpec(name="order", title="yellowcart order service", routers=[router], wire=wire)

@@ -26,6 +26,7 @@ from shared.contracts.events import (
     OrderPaymentConfirmed,
     OrderPlaced,
     OrderShipped,
+    OrderStatus,
     PaymentMethod,
     SellerCancellationNotApplied,
     SellerCancelReason,
@@ -40,13 +41,6 @@ MAX_NOTE_LENGTH = 500
 
 def cancellation_request_route(order_id: str) -> str:
     return f"/orders/{order_id}/cancellation-requests"
-
-
-class OrderStatus(StrEnum):
-    AWAITING_PAYMENT = "awaiting_payment"
-    TO_SHIP = "to_ship"
-    SHIPPED = "shipped"
-    CANCELLED = "cancelled"
 
 
 class Outcome(StrEnum):

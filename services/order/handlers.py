@@ -1,8 +1,8 @@
-"""Order use cases: load, decide, save — one function per use case.
+"""Order use cases: load, decide, save — one function per command, one per reaction.
 
-Commands come from the HTTP edge (a caller with a role); reactions come from other services'
-events (idempotent through the causation id); the view handler folds every service's events
-into the order view.
+Commands come from the HTTP edge as objects (a caller with a role, the command's one instant);
+reactions come from other services' events (idempotent through their cause). The order view is
+a projection (`projection.py`) that the composition root subscribes; its reads are queries.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from datetime import datetime
 from uuid import uuid4
 
 from services.order.domain import Order
-from services.order.projection import COLLECTION, View, apply_event, order_id_of
 from shared.contracts.events import (
     BuyerCancelReason,
     LineItem,
@@ -26,15 +25,15 @@ from shared.contracts.events import (
 )
 from shared.contracts.policy import Policy
 from shared.kernel.aggregate import Invalid, NotFound
-from shared.kernel.application import Repository, react
-from shared.kernel.auth import Caller, Role
+from shared.kernel.application import Cause, Repository, react
+from shared.kernel.auth import Caller
 from shared.kernel.clock import Clock
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.eventstore.port import DuplicateCausation, EventStore
 from shared.kernel.readmodel.port import DocumentStore
 
 log = logging.getLogger(__name__)
-VIEW_WRITE_ATTEMPTS = 20
+REACTIONS = "order.reactions"  # the handler name in the de-duplication key of its commits
 
 
 @dataclass
@@ -46,39 +45,76 @@ class OrderContext:
     policy: Policy
 
 
+# --- commands -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    buyer_id: str
+    seller_id: str
+    items: Sequence[LineItem]
+    shipping_address: ShippingAddress
+    payment_method: PaymentMethod
+    idempotency_key: str | None
+    at: datetime  # the command's one instant: the OrderPlaced event carries it
+
+
+@dataclass(frozen=True)
+class CancelOrder:
+    caller: Caller
+    order_id: str
+    reason: BuyerCancelReason
+    note: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ShipOrder:
+    caller: Caller
+    order_id: str
+    tracking_number: str | None
+    at: datetime
+
+
 @dataclass(frozen=True)
 class PlacedOrder:
     order: Order
-    placed_at: datetime
+    placed_at: datetime  # the stored OrderPlaced's instant (the first one, for a retry)
+    payment_deadline_at: datetime | None
     replayed: bool  # an Idempotency-Key seen before: the first order is returned
 
 
-async def place_order(
-    ctx: OrderContext,
-    buyer_id: str,
-    seller_id: str,
-    items: Sequence[LineItem],
-    shipping_address: ShippingAddress,
-    payment_method: PaymentMethod,
-    idempotency_key: str | None,
-) -> PlacedOrder:
+async def place_order(ctx: OrderContext, command: PlaceOrder) -> PlacedOrder:
     """Place an order; a retry with the same Idempotency-Key returns the first order, and the
     same key with a different order is refused (it is a client bug, not a retry)."""
-    causation_id = f"place:{buyer_id}:{idempotency_key}" if idempotency_key else None
-    now = ctx.clock.now()
+    key = command.idempotency_key
+    causation_id = f"place:{command.buyer_id}:{key}" if key else None
     order = Order.place(
-        f"ord-{uuid4().hex[:16]}", buyer_id, seller_id, items, shipping_address, payment_method, now
+        f"ord-{uuid4().hex[:16]}",
+        command.buyer_id,
+        command.seller_id,
+        command.items,
+        command.shipping_address,
+        command.payment_method,
+        command.at,
     )
     if causation_id and (earlier := await _placed_by(ctx, causation_id, order)) is not None:
         return earlier
     try:
-        await ctx.orders.save(order, causation_id=causation_id, correlation_id=order.id)
+        await ctx.orders.save(
+            order, at=command.at, causation_id=causation_id, correlation_id=order.id
+        )
     except DuplicateCausation:  # the same key raced in from a concurrent retry
         assert causation_id is not None
         earlier = await _placed_by(ctx, causation_id, order)
         assert earlier is not None
         return earlier
-    return PlacedOrder(order, now, replayed=False)
+    return _placed(ctx, order, command.at, replayed=False)
+
+
+def _placed(ctx: OrderContext, order: Order, placed_at: datetime, replayed: bool) -> PlacedOrder:
+    deadline = ctx.policy.payment.deadline_for(order.payment_method, placed_at)
+    return PlacedOrder(order, placed_at, deadline, replayed)
 
 
 async def _placed_by(ctx: OrderContext, causation_id: str, retry: Order) -> PlacedOrder | None:
@@ -96,41 +132,28 @@ async def _placed_by(ctx: OrderContext, causation_id: str, retry: Order) -> Plac
         )
     order = await ctx.orders.get(placed.data["order_id"])
     assert order is not None
-    return PlacedOrder(order, placed.occurred_at, replayed=True)
-
-
-def payment_deadline(policy: Policy, order: Order, placed_at: datetime) -> datetime | None:
-    """The deadline the payment service derives from the same policy and the placing time."""
-    window = policy.payment.window_for(order.payment_method)
-    return None if window is None else placed_at + window
+    return _placed(ctx, order, placed.occurred_at, replayed=True)
 
 
 async def load_visible(ctx: OrderContext, caller: Caller, order_id: str) -> Order:
     """The order if the caller may see it; 404 otherwise (never reveal another's order)."""
     order = await ctx.orders.get(order_id)
-    visible = order is not None and (
-        caller.role is Role.OPERATOR
-        or (caller.role is Role.BUYER and order.buyer_id == caller.sub)
-        or (caller.role is Role.SELLER and order.seller_id == caller.sub)
-    )
-    if order is None or not visible:
+    if order is None or not caller.may_see(buyer_id=order.buyer_id, seller_id=order.seller_id):
         raise NotFound(f"order {order_id} not found", order_id=order_id)
     return order
 
 
-async def cancel_by_buyer(
-    ctx: OrderContext, caller: Caller, order_id: str, reason: BuyerCancelReason, note: str | None
-) -> Order:
-    order = await load_visible(ctx, caller, order_id)
-    order.cancel_by_buyer(caller.sub, reason, note, ctx.clock.now())
-    await ctx.orders.save(order, causation_id=None, correlation_id=order_id)
+async def cancel_by_buyer(ctx: OrderContext, command: CancelOrder) -> Order:
+    order = await load_visible(ctx, command.caller, command.order_id)
+    order.cancel_by_buyer(command.caller.sub, command.reason, command.note, command.at)
+    await ctx.orders.save(order, at=command.at, correlation_id=order.id)
     return order
 
 
-async def ship(ctx: OrderContext, caller: Caller, order_id: str, tracking: str | None) -> Order:
-    order = await load_visible(ctx, caller, order_id)
-    order.ship(caller.sub, tracking)
-    await ctx.orders.save(order, causation_id=None, correlation_id=order_id)
+async def ship(ctx: OrderContext, command: ShipOrder) -> Order:
+    order = await load_visible(ctx, command.caller, command.order_id)
+    order.ship(command.caller.sub, command.tracking_number)
+    await ctx.orders.save(order, at=command.at, correlation_id=order.id)
     return order
 
 
@@ -139,70 +162,23 @@ async def ship(ctx: OrderContext, caller: Caller, order_id: str, tracking: str |
 
 async def react_to(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
     """Payments confirm or expire an order; an approved seller cancellation cancels it."""
+    cause = Cause.event(REACTIONS, envelope, ctx.clock.now())
     match event:
         case PaymentReceived():
             await react(
                 ctx.orders,
-                envelope,
+                cause,
                 event.order_id,
                 lambda o: o.confirm_payment(event.gateway_reference, event.amount, event.paid_at),
             )
         case SellerCancelApproved():
             await react(
                 ctx.orders,
-                envelope,
+                cause,
                 event.order_id,
                 lambda o: o.cancel_by_platform(event.filing_id, event.reason, event.seller_fault),
             )
         case PaymentDeadlineExpired():
             await react(
-                ctx.orders, envelope, event.order_id, lambda o: o.expire_payment(event.deadline_at)
+                ctx.orders, cause, event.order_id, lambda o: o.expire_payment(event.deadline_at)
             )
-
-
-# --- the order view ------------------------------------------------------------------------
-
-
-async def project(ctx: OrderContext, envelope: Envelope, event: DomainEvent) -> None:
-    """Fold one event of any service into its order's view (idempotent per stream version).
-
-    The four topics arrive concurrently, in this process and across replicas, so the view is
-    written with a compare-and-set on its revision; the loser reloads and folds again.
-    """
-    order_id = order_id_of(envelope)
-    if order_id is None:
-        return
-    for _ in range(VIEW_WRITE_ATTEMPTS):
-        current = await ctx.views.get(COLLECTION, order_id)
-        view = apply_event(current, envelope)
-        if view is None:
-            return
-        expected = None if current is None else {"revision": current["revision"]}
-        if await ctx.views.put_if(COLLECTION, order_id, view, expected):
-            return
-    raise ViewWriteContention(order_id)
-
-
-class ViewWriteContention(Exception):
-    """Too many concurrent writers of one order view; the consumer retries the event."""
-
-
-async def order_view(ctx: OrderContext, order: Order) -> View:
-    """The projected view, or — until the projection catches up — one folded from the
-    order's own stream, so a command's result is visible at once."""
-    view = await ctx.views.get(COLLECTION, order.id)
-    if view is not None and view.get("status") != "unknown":
-        return view
-    folded: View | None = view
-    for envelope in await ctx.store.load_stream(order.stream_id):
-        folded = apply_event(folded, envelope) or folded
-    assert folded is not None
-    return folded
-
-
-async def list_orders(ctx: OrderContext, caller: Caller, status: str) -> list[View]:
-    owner_field = "buyer_id" if caller.role is Role.BUYER else "seller_id"
-    where: dict[str, str | int | float | bool | None] = {owner_field: caller.sub}
-    if status != "all":
-        where["status"] = status
-    return await ctx.views.find(COLLECTION, where, order_by="placed_at")

@@ -18,11 +18,13 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
+from shared.contracts.events import OrderStatus, PaymentMethod
 from shared.kernel.events.envelope import Envelope
+from shared.kernel.projection import Projection
 
 View = dict[str, Any]
 COLLECTION = "order_views"
-STATUS_TABS = ("all", "awaiting_payment", "to_ship", "shipped", "cancelled")
+UNKNOWN = "unknown"  # the status of a view that has heard of an order before its OrderPlaced
 
 
 def order_id_of(envelope: Envelope) -> str | None:
@@ -30,7 +32,7 @@ def order_id_of(envelope: Envelope) -> str | None:
     return str(order_id) if order_id else None
 
 
-def apply_event(view: View | None, envelope: Envelope) -> View | None:
+def fold_order_view(view: View | None, envelope: Envelope) -> View | None:
     """The view after `envelope`; None when the event was already applied (nothing to write)."""
     order_id = order_id_of(envelope)
     if order_id is None:
@@ -98,7 +100,7 @@ def fold(order_id: str, timeline: list[dict[str, Any]], applied: dict[str, int])
         "order_id": order_id,
         "buyer_id": None,
         "seller_id": None,
-        "status": "unknown",
+        "status": UNKNOWN,
         "placed_at": None,
         "updated_at": None,
         "items": [],
@@ -119,7 +121,6 @@ def fold(order_id: str, timeline: list[dict[str, Any]], applied: dict[str, int])
         view["updated_at"] = entry["at"]
     view["timeline"] = timeline
     view["applied"] = dict(sorted(applied.items()))
-    view["revision"] = len(timeline)  # one more per applied event: the compare-and-set token
     return view
 
 
@@ -133,23 +134,25 @@ def _placed(view: View, data: dict[str, Any], at: str) -> None:
         payment_method=data["payment_method"],
         shipping_address=data["shipping_address"],
         placed_at=at,
-        status="to_ship" if data["payment_method"] == "cod" else "awaiting_payment",
     )
-    if data["payment_method"] == "cod":
+    if data["payment_method"] == PaymentMethod.COD:
+        view["status"] = OrderStatus.TO_SHIP.value
         view["payment"]["status"] = "cash_on_delivery"
+    else:
+        view["status"] = OrderStatus.AWAITING_PAYMENT.value
 
 
 def _paid(view: View, data: dict[str, Any], at: str) -> None:
-    if view["status"] != "cancelled":
-        view["status"] = "to_ship"
+    if view["status"] != OrderStatus.CANCELLED:
+        view["status"] = OrderStatus.TO_SHIP.value
 
 
 def _shipped(view: View, data: dict[str, Any], at: str) -> None:
-    view["status"] = "shipped"
+    view["status"] = OrderStatus.SHIPPED.value
 
 
 def _cancelled(view: View, data: dict[str, Any], at: str) -> None:
-    view["status"] = "cancelled"
+    view["status"] = OrderStatus.CANCELLED.value
     view["cancellation"] = {
         "cancelled_by": data["cancelled_by"],
         "reason": data["reason"],
@@ -303,3 +306,6 @@ _STEPS: dict[str, Callable[[View, dict[str, Any], str], None]] = {
     "PenaltyApplied": _penalty,
     "PenaltyExpired": _penalty_expired,
 }
+
+
+ORDER_VIEW = Projection(collection=COLLECTION, key_of=order_id_of, fold=fold_order_view)

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from services.payment import handlers
-from services.payment.domain import Outcome
-from services.payment.handlers import PaymentContext
-from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, HTTPProblem, signature_matches
+from services.payment.domain import IntentStatus, Outcome
+from services.payment.handlers import PaymentContext, ReceivePayment
+from shared.contracts.events import (
+    LatePaymentReceived,
+    PaymentMethod,
+    PaymentReceived,
+    RefundIssued,
+)
+from shared.kernel.http import (
+    PROBLEM_RESPONSES,
+    CallerDep,
+    HTTPProblem,
+    RequestBody,
+    signature_matches,
+)
 from shared.kernel.runtime import context_of
 
 Context = Annotated[PaymentContext, Depends(context_of(PaymentContext))]
@@ -19,10 +31,8 @@ router = APIRouter(tags=["payments"], responses=PROBLEM_RESPONSES)
 SIGNATURE_HEADER = "X-Yellowcart-Signature"
 
 
-class GatewayCallback(BaseModel):
+class GatewayCallback(RequestBody):
     """What the payment gateway posts when money arrives (signed: HMAC-SHA256 of the body)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     order_id: str = Field(min_length=1, max_length=64)
     gateway_reference: str = Field(min_length=1, max_length=128)
@@ -80,9 +90,14 @@ async def payment_callback(
             "; ".join(f"{e['location']}: {e['message']}" for e in errors),
             errors=errors,
         ) from None
-    outcome = await handlers.receive_callback(
-        ctx, callback.order_id, callback.gateway_reference, callback.amount, callback.paid_at
+    command = ReceivePayment(
+        order_id=callback.order_id,
+        gateway_reference=callback.gateway_reference,
+        amount=callback.amount,
+        paid_at=callback.paid_at,
+        at=ctx.clock.now(),
     )
+    outcome = await handlers.receive_callback(ctx, command)
     intent = await ctx.intents.get(callback.order_id)
     refunded = intent is not None and any(
         refund.gateway_reference == callback.gateway_reference for refund in intent.refunds
@@ -97,16 +112,16 @@ async def payment_callback(
 
 class PaymentView(BaseModel):
     order_id: str
-    status: str
+    status: IntentStatus
     amount: int
     currency: Literal["IDR"] = "IDR"
-    method: str
+    method: PaymentMethod
     deadline_at: datetime
     payment_code: str | None
     virtual_account: str | None
-    payment: dict[str, Any] | None
-    late_payments: list[dict[str, Any]]
-    refunds: list[dict[str, Any]]
+    payment: PaymentReceived | None
+    late_payments: list[LatePaymentReceived]
+    refunds: list[RefundIssued]
     policy_version: str
 
 
@@ -116,14 +131,14 @@ async def get_payment(order_id: str, caller: CallerDep, ctx: Context) -> Payment
     requested = intent.requested
     return PaymentView(
         order_id=order_id,
-        status=intent.status.value,
+        status=intent.status,
         amount=requested.amount,
-        method=requested.method.value,
+        method=requested.method,
         deadline_at=requested.deadline_at,
         payment_code=requested.payment_code,
         virtual_account=requested.virtual_account,
-        payment=intent.payment.model_dump(mode="json") if intent.payment else None,
-        late_payments=[late.model_dump(mode="json") for late in intent.late_payments],
-        refunds=[refund.model_dump(mode="json") for refund in intent.refunds],
+        payment=intent.payment,
+        late_payments=list(intent.late_payments),
+        refunds=list(intent.refunds),
         policy_version=requested.policy_version,
     )

@@ -1,4 +1,4 @@
-"""The payment service's composition root."""
+"""The payment service's composition root: its context, subscription, timers and routes."""
 
 from __future__ import annotations
 
@@ -8,26 +8,33 @@ from services.payment import handlers
 from services.payment.api import router
 from services.payment.domain import PaymentIntent
 from services.payment.handlers import PaymentContext
-from shared.contracts.events import ORDER_TOPIC
+from shared.contracts.events import ORDER_TOPIC, default_registry
+from shared.contracts.policy import Policy
 from shared.kernel.application import Repository
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
+NAME = "payment"
 
-def wire(runtime: Runtime) -> Wiring:
-    ctx = PaymentContext(
-        intents=Repository(
-            runtime.store, PaymentIntent, runtime.registry, "payment", runtime.clock
-        ),
-        clock=runtime.clock,
-        policy=runtime.settings.policy,
+
+def bootstrap(policy: Policy) -> ServiceSpec:
+    def wire(runtime: Runtime) -> Wiring:
+        ctx = PaymentContext(
+            intents=Repository(runtime.store, PaymentIntent, runtime.registry, NAME),
+            clock=runtime.clock,
+            policy=policy,
+        )
+        return Wiring(
+            context=ctx,
+            subscriptions=[
+                Subscription((ORDER_TOPIC,), "reactions", partial(handlers.on_order_event, ctx))
+            ],
+            on_timer=partial(handlers.on_timer, ctx),
+        )
+
+    return ServiceSpec(
+        name=NAME,
+        title="yellowcart payment service",
+        routers=[router],
+        registry=default_registry,
+        wire=wire,
     )
-    return Wiring(
-        context=ctx,
-        subscriptions=[
-            Subscription((ORDER_TOPIC,), "reactions", partial(handlers.on_order_event, ctx))
-        ],
-        on_timer=partial(handlers.on_timer, ctx),
-    )
-
-
-SPEC = ServiceSpec(name="payment", title="yellowcart payment service", routers=[router], wire=wire)

@@ -1,6 +1,6 @@
 """The PaymentIntent aggregate: what an order owes, by when, what arrived and what went back.
 
-Money is never kept for an order that does not go ahead (DESIGN §4.7). Every payment the
+Money is never kept for an order that does not go ahead. Every payment the
 gateway reports is either the one payment of an open intent, or refunded exactly once:
 - open intent, unpaid: PaymentReceived (the order is paid);
 - closed, expired or refunded intent, or a paid intent paid again under another gateway
@@ -89,16 +89,18 @@ class PaymentIntent(Aggregate):
         seller_id: str,
         amount: int,
         method: PaymentMethod,
-        now: datetime,
+        placed_at: datetime,
         policy: Policy,
     ) -> PaymentIntent | None:
-        """React to OrderPlaced: None for cash on delivery, which is paid to the courier."""
-        window = policy.payment.window_for(method)
-        if window is None:
+        """React to OrderPlaced: None for cash on delivery, which is paid to the courier.
+
+        The deadline counts from the moment the order was placed, by the same rule the order
+        service used to tell the buyer (`PaymentRules.deadline_for`)."""
+        deadline_at = policy.payment.deadline_for(method, placed_at)
+        if deadline_at is None:
             return None
         if amount <= 0:
             raise Invalid(f"amount must be positive, not {amount}", field="amount")
-        deadline_at = now + window
         intent = cls(order_id)
         intent.record(
             PaymentRequested(

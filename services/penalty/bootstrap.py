@@ -1,4 +1,4 @@
-"""The penalty service's composition root."""
+"""The penalty service's composition root: its context, subscription, timers and routes."""
 
 from __future__ import annotations
 
@@ -8,24 +8,33 @@ from services.penalty import handlers
 from services.penalty.api import router
 from services.penalty.domain import SellerRecord
 from services.penalty.handlers import PenaltyContext
-from shared.contracts.events import ORDER_TOPIC
+from shared.contracts.events import ORDER_TOPIC, default_registry
+from shared.contracts.policy import Policy
 from shared.kernel.application import Repository
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
+NAME = "penalty"
 
-def wire(runtime: Runtime) -> Wiring:
-    ctx = PenaltyContext(
-        sellers=Repository(runtime.store, SellerRecord, runtime.registry, "penalty", runtime.clock),
-        clock=runtime.clock,
-        policy=runtime.settings.policy,
+
+def bootstrap(policy: Policy) -> ServiceSpec:
+    def wire(runtime: Runtime) -> Wiring:
+        ctx = PenaltyContext(
+            sellers=Repository(runtime.store, SellerRecord, runtime.registry, NAME),
+            clock=runtime.clock,
+            policy=policy,
+        )
+        return Wiring(
+            context=ctx,
+            subscriptions=[
+                Subscription((ORDER_TOPIC,), "records", partial(handlers.on_order_event, ctx))
+            ],
+            on_timer=partial(handlers.on_timer, ctx),
+        )
+
+    return ServiceSpec(
+        name=NAME,
+        title="yellowcart penalty service",
+        routers=[router],
+        registry=default_registry,
+        wire=wire,
     )
-    return Wiring(
-        context=ctx,
-        subscriptions=[
-            Subscription((ORDER_TOPIC,), "records", partial(handlers.on_order_event, ctx))
-        ],
-        on_timer=partial(handlers.on_timer, ctx),
-    )
-
-
-SPEC = ServiceSpec(name="penalty", title="yellowcart penalty service", routers=[router], wire=wire)

@@ -21,11 +21,14 @@ from shared.contracts.events import (
 )
 from shared.contracts.policy import Policy
 from shared.kernel.aggregate import NotFound
-from shared.kernel.application import Repository, handle_event
-from shared.kernel.auth import Caller, Role
+from shared.kernel.application import Cause, Repository, handle_event
+from shared.kernel.auth import Caller
 from shared.kernel.clock import Clock
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.eventstore.port import DueTimer
+
+RECORDS = "penalty.records"  # handler names in the de-duplication key of their commits
+TIMERS = "penalty.timers"
 
 
 @dataclass
@@ -61,18 +64,14 @@ async def on_order_event(ctx: PenaltyContext, envelope: Envelope, event: DomainE
         step(record, now=at, policy=ctx.policy)
         return record
 
-    await handle_event(
-        ctx.sellers,
-        seller_id,
-        decide,
-        causation_id=envelope.event_id,
-        correlation_id=envelope.correlation_id,
-    )
+    cause = Cause.event(RECORDS, envelope, ctx.clock.now())
+    await handle_event(ctx.sellers, seller_id, decide, cause)
 
 
 async def on_timer(ctx: PenaltyContext, timer: DueTimer) -> None:
-    now = ctx.clock.now()
     seller_id = str(timer.data["aggregate_id"])
+    cause = Cause.timer(TIMERS, timer, seller_id, ctx.clock.now())
+    now = cause.at
 
     def fire(record: SellerRecord | None) -> SellerRecord | None:
         if record is None:
@@ -83,13 +82,11 @@ async def on_timer(ctx: PenaltyContext, timer: DueTimer) -> None:
             record.reevaluate(now, ctx.policy)
         return record
 
-    await handle_event(
-        ctx.sellers, seller_id, fire, causation_id=timer.timer_id, correlation_id=seller_id
-    )
+    await handle_event(ctx.sellers, seller_id, fire, cause)
 
 
 async def performance(ctx: PenaltyContext, caller: Caller, seller_id: str) -> SellerPerformance:
-    if caller.role is Role.SELLER and caller.sub != seller_id:
+    if not caller.may_see(buyer_id=None, seller_id=seller_id):
         raise NotFound(f"seller {seller_id} not found", seller_id=seller_id)
     record = await ctx.sellers.get(seller_id) or SellerRecord(seller_id)
     return record.performance(ctx.clock.now(), ctx.policy)

@@ -6,47 +6,49 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from services.seller_dispute import handlers, review_queue
-from services.seller_dispute.domain import CancellationCase
-from services.seller_dispute.handlers import DisputeContext
+from services.seller_dispute.domain import BuyerRequest, CancellationCase, SellerFiling
+from services.seller_dispute.handlers import (
+    DecideFiling,
+    DeclineRequest,
+    DisputeContext,
+    FileCancellation,
+    RequestCancellation,
+)
 from shared.contracts.events import BuyerCancelReason, SellerCancelReason
 from shared.kernel.auth import Role
-from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, require_role
+from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, RequestBody, require_role
 from shared.kernel.runtime import context_of
 
 Context = Annotated[DisputeContext, Depends(context_of(DisputeContext))]
 router = APIRouter(tags=["seller cancellations"], responses=PROBLEM_RESPONSES)
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RequestCancellation(_Body):
+class BuyerRequestBody(RequestBody):
     reason: BuyerCancelReason
     note: str | None = Field(None, max_length=500, description="required when reason is other")
 
 
-class Decline(_Body):
+class Decline(RequestBody):
     note: str | None = Field(None, max_length=500)
 
 
-class FileCancellation(_Body):
+class FilingBody(RequestBody):
     reason: SellerCancelReason
     note: str | None = Field(None, max_length=500)
     request_id: str | None = Field(None, description="the buyer request this answers, if any")
 
 
-class Decision(_Body):
+class Decision(RequestBody):
     note: str | None = Field(None, max_length=500)
 
 
 class CaseReply(BaseModel):
     order_id: str
-    requests: list[dict[str, Any]]
-    filings: list[dict[str, Any]]
+    requests: list[BuyerRequest]
+    filings: list[SellerFiling]
     approved_id: str | None
     closed_because: str | None
 
@@ -71,8 +73,8 @@ class FilingReply(CaseReply):
 def _case_reply(case: CancellationCase) -> dict[str, Any]:
     return {
         "order_id": case.id,
-        "requests": [vars(request) for request in case.requests],
-        "filings": [vars(filing) for filing in case.filings],
+        "requests": list(case.requests),
+        "filings": list(case.filings),
         "approved_id": case.approved_id,
         "closed_because": case.closed_because,
     }
@@ -84,10 +86,11 @@ def _case_reply(case: CancellationCase) -> dict[str, Any]:
     summary="ask the seller to cancel a paid order (buyer)",
 )
 async def request_cancellation(
-    order_id: str, body: RequestCancellation, caller: CallerDep, ctx: Context
+    order_id: str, body: BuyerRequestBody, caller: CallerDep, ctx: Context
 ) -> RequestReply:
     require_role(caller, Role.BUYER)
-    case = await handlers.request_cancellation(ctx, caller, order_id, body.reason, body.note)
+    command = RequestCancellation(caller, order_id, body.reason, body.note, at=ctx.clock.now())
+    case = await handlers.request_cancellation(ctx, command)
     request = case.requests[-1]
     return RequestReply(
         request_id=request.request_id, respond_by=request.respond_by, **_case_reply(case)
@@ -101,7 +104,9 @@ async def decline_request(
     request_id: str, caller: CallerDep, ctx: Context, body: Decline | None = None
 ) -> CaseReply:
     require_role(caller, Role.SELLER)
-    case = await handlers.decline_request(ctx, caller, request_id, body.note if body else None)
+    note = body.note if body else None
+    command = DeclineRequest(caller, request_id, note, at=ctx.clock.now())
+    case = await handlers.decline_request(ctx, command)
     return CaseReply(**_case_reply(case))
 
 
@@ -111,12 +116,13 @@ async def decline_request(
     summary="file a cancellation with the platform (seller)",
 )
 async def file_cancellation(
-    order_id: str, body: FileCancellation, caller: CallerDep, ctx: Context
+    order_id: str, body: FilingBody, caller: CallerDep, ctx: Context
 ) -> FilingReply:
     require_role(caller, Role.SELLER)
-    case = await handlers.file_cancellation(
-        ctx, caller, order_id, body.reason, body.note, body.request_id
+    command = FileCancellation(
+        caller, order_id, body.reason, body.note, body.request_id, at=ctx.clock.now()
     )
+    case = await handlers.file_cancellation(ctx, command)
     return FilingReply(filing_id=case.filings[-1].filing_id, **_case_reply(case))
 
 
@@ -151,18 +157,23 @@ async def review_queue_route(
 async def approve(
     filing_id: str, caller: CallerDep, ctx: Context, body: Decision | None = None
 ) -> CaseReply:
-    require_role(caller, Role.OPERATOR)
-    case = await handlers.decide(ctx, caller, filing_id, True, body.note if body else None)
-    return CaseReply(**_case_reply(case))
+    return await _decide(ctx, DecideFiling(caller, filing_id, True, _note(body), ctx.clock.now()))
 
 
 @router.post("/seller-cancellations/{filing_id}/reject", summary="reject a filing (operator)")
 async def reject(
     filing_id: str, caller: CallerDep, ctx: Context, body: Decision | None = None
 ) -> CaseReply:
-    require_role(caller, Role.OPERATOR)
-    case = await handlers.decide(ctx, caller, filing_id, False, body.note if body else None)
-    return CaseReply(**_case_reply(case))
+    return await _decide(ctx, DecideFiling(caller, filing_id, False, _note(body), ctx.clock.now()))
+
+
+def _note(body: Decision | None) -> str | None:
+    return body.note if body else None
+
+
+async def _decide(ctx: DisputeContext, command: DecideFiling) -> CaseReply:
+    require_role(command.caller, Role.OPERATOR)
+    return CaseReply(**_case_reply(await handlers.decide(ctx, command)))
 
 
 @router.get("/cases/{order_id}", summary="the cancellation case of an order (owner, operator)")

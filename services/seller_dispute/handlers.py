@@ -7,6 +7,7 @@ model in its own database) and loads each case with those facts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.seller_dispute.domain import (
     SELLER_RESPONSE_TIMER,
@@ -23,8 +24,8 @@ from shared.contracts.events import (
 )
 from shared.contracts.policy import Policy
 from shared.kernel.aggregate import NotFound
-from shared.kernel.application import Repository, handle_event, react
-from shared.kernel.auth import Caller, Role
+from shared.kernel.application import Cause, Repository, handle_event, react
+from shared.kernel.auth import Caller
 from shared.kernel.clock import Clock
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.events.registry import EventRegistry
@@ -32,15 +33,17 @@ from shared.kernel.eventstore.port import DueTimer, EventStore
 from shared.kernel.readmodel.port import DocumentStore
 
 FACTS = "order_facts"
+REACTIONS = "seller-dispute.facts"  # handler names in the de-duplication key of their commits
+TIMERS = "seller-dispute.timers"
 
 
 class CaseRepository(Repository[CancellationCase]):
     """Cases rebuilt from their stream and the order facts this service has seen."""
 
     def __init__(
-        self, store: EventStore, registry: EventRegistry, clock: Clock, documents: DocumentStore
+        self, store: EventStore, registry: EventRegistry, documents: DocumentStore
     ) -> None:
-        super().__init__(store, CancellationCase, registry, "seller-dispute", clock)
+        super().__init__(store, CancellationCase, registry, "seller-dispute")
         self.documents = documents
 
     async def facts(self, order_id: str) -> OrderFacts | None:
@@ -62,6 +65,48 @@ class DisputeContext:
     policy: Policy
 
 
+@dataclass(frozen=True)
+class RequestCancellation:
+    """A buyer asks the seller to cancel a paid order."""
+
+    caller: Caller
+    order_id: str
+    reason: BuyerCancelReason
+    note: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DeclineRequest:
+    caller: Caller
+    request_id: str
+    note: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class FileCancellation:
+    """A seller files a cancellation with the platform."""
+
+    caller: Caller
+    order_id: str
+    reason: SellerCancelReason
+    note: str | None
+    request_id: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DecideFiling:
+    """The platform (an operator) approves or rejects a seller's filing."""
+
+    caller: Caller
+    filing_id: str
+    approve: bool
+    note: str | None
+    at: datetime
+
+
 async def _case(ctx: DisputeContext, order_id: str) -> CancellationCase:
     case = await ctx.cases.get(order_id)
     if case is None:
@@ -71,58 +116,47 @@ async def _case(ctx: DisputeContext, order_id: str) -> CancellationCase:
 
 async def visible_case(ctx: DisputeContext, caller: Caller, order_id: str) -> CancellationCase:
     case = await ctx.cases.get(order_id)
-    if case is not None and (
-        caller.role is Role.OPERATOR
-        or (caller.role is Role.BUYER and case.facts.buyer_id == caller.sub)
-        or (caller.role is Role.SELLER and case.facts.seller_id == caller.sub)
+    if case is not None and caller.may_see(
+        buyer_id=case.facts.buyer_id, seller_id=case.facts.seller_id
     ):
         return case
     raise NotFound(f"order {order_id} not found", order_id=order_id)
 
 
-async def _save(ctx: DisputeContext, case: CancellationCase) -> CancellationCase:
-    await ctx.cases.save(case, causation_id=None, correlation_id=case.id)
+async def _save(case: CancellationCase, ctx: DisputeContext, at: datetime) -> CancellationCase:
+    await ctx.cases.save(case, at=at, correlation_id=case.id)
     return case
 
 
 async def request_cancellation(
-    ctx: DisputeContext, caller: Caller, order_id: str, reason: BuyerCancelReason, note: str | None
+    ctx: DisputeContext, command: RequestCancellation
 ) -> CancellationCase:
-    case = await _case(ctx, order_id)
-    case.request_by_buyer(caller.sub, reason, note, ctx.clock.now(), ctx.policy)
-    return await _save(ctx, case)
+    case = await _case(ctx, command.order_id)
+    case.request_by_buyer(command.caller.sub, command.reason, command.note, command.at, ctx.policy)
+    return await _save(case, ctx, command.at)
 
 
-async def decline_request(
-    ctx: DisputeContext, caller: Caller, request_id: str, note: str | None
-) -> CancellationCase:
-    case = await _case(ctx, order_id_of(request_id))
-    case.decline_request(caller.sub, request_id, note)
-    return await _save(ctx, case)
+async def decline_request(ctx: DisputeContext, command: DeclineRequest) -> CancellationCase:
+    case = await _case(ctx, order_id_of(command.request_id))
+    case.decline_request(command.caller.sub, command.request_id, command.note)
+    return await _save(case, ctx, command.at)
 
 
-async def file_cancellation(
-    ctx: DisputeContext,
-    caller: Caller,
-    order_id: str,
-    reason: SellerCancelReason,
-    note: str | None,
-    request_id: str | None,
-) -> CancellationCase:
-    case = await _case(ctx, order_id)
-    case.file_by_seller(caller.sub, reason, note, ctx.policy, request_id)
-    return await _save(ctx, case)
+async def file_cancellation(ctx: DisputeContext, command: FileCancellation) -> CancellationCase:
+    case = await _case(ctx, command.order_id)
+    case.file_by_seller(
+        command.caller.sub, command.reason, command.note, ctx.policy, command.request_id
+    )
+    return await _save(case, ctx, command.at)
 
 
-async def decide(
-    ctx: DisputeContext, caller: Caller, filing_id: str, approve: bool, note: str | None
-) -> CancellationCase:
-    case = await _case(ctx, order_id_of(filing_id))
-    if approve:
-        case.approve(filing_id, caller.sub, ctx.policy)
+async def decide(ctx: DisputeContext, command: DecideFiling) -> CancellationCase:
+    case = await _case(ctx, order_id_of(command.filing_id))
+    if command.approve:
+        case.approve(command.filing_id, command.caller.sub, ctx.policy)
     else:
-        case.reject(filing_id, caller.sub, note, ctx.policy)
-    return await _save(ctx, case)
+        case.reject(command.filing_id, command.caller.sub, command.note, ctx.policy)
+    return await _save(case, ctx, command.at)
 
 
 async def on_order_event(ctx: DisputeContext, envelope: Envelope, event: DomainEvent) -> None:
@@ -133,24 +167,23 @@ async def on_order_event(ctx: DisputeContext, envelope: Envelope, event: DomainE
     evolved = facts.evolve(event)
     if evolved != facts:
         await ctx.cases.documents.put(FACTS, event.order_id, evolved.model_dump(mode="json"))
+    cause = Cause.event(REACTIONS, envelope, ctx.clock.now())
     if isinstance(event, OrderShipped):
-        await react(ctx.cases, envelope, event.order_id, lambda case: case.on_order_shipped())
+        await react(ctx.cases, cause, event.order_id, lambda case: case.on_order_shipped())
     elif isinstance(event, OrderCancelled):
-        await react(ctx.cases, envelope, event.order_id, lambda case: case.on_order_cancelled())
+        await react(ctx.cases, cause, event.order_id, lambda case: case.on_order_cancelled())
 
 
 async def on_timer(ctx: DisputeContext, timer: DueTimer) -> None:
     if timer.name != SELLER_RESPONSE_TIMER:
         return
-    now = ctx.clock.now()
     request_id = str(timer.data["request_id"])
+    order_id = order_id_of(request_id)
+    cause = Cause.timer(TIMERS, timer, order_id, ctx.clock.now())
 
     def window_passed(case: CancellationCase | None) -> CancellationCase | None:
         if case is not None:
-            case.response_window_passed(request_id, now)
+            case.response_window_passed(request_id, cause.at)
         return case
 
-    order_id = order_id_of(request_id)
-    await handle_event(
-        ctx.cases, order_id, window_passed, causation_id=timer.timer_id, correlation_id=order_id
-    )
+    await handle_event(ctx.cases, order_id, window_passed, cause)

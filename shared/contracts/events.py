@@ -1,7 +1,9 @@
-"""The published events of every service (DESIGN §3, a contract).
+"""The published events of every service: what other teams build against.
 
-JSON Schemas and the AsyncAPI document are generated from these classes. Money is an integer
-amount of rupiah; reasons are closed enums; every decision records the policy version.
+One topic per producing service (`PRODUCERS`), keyed by order id (penalty events by seller id),
+so the events of one order from one service stay in order on one partition. JSON Schemas and
+the AsyncAPI document are generated from these classes. Money is an integer amount of rupiah;
+reasons are closed enums; every decision records the policy version.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ PAYMENT_TOPIC = "payment.events"
 DISPUTE_TOPIC = "dispute.events"
 PENALTY_TOPIC = "penalty.events"
 TOPICS = (ORDER_TOPIC, PAYMENT_TOPIC, DISPUTE_TOPIC, PENALTY_TOPIC)
+PRODUCERS = {
+    ORDER_TOPIC: "order",
+    PAYMENT_TOPIC: "payment",
+    DISPUTE_TOPIC: "seller-dispute",
+    PENALTY_TOPIC: "penalty",
+}
+"""Which service publishes each topic (the only writer of that topic)."""
 
 Currency = Literal["IDR"]
 
@@ -51,6 +60,15 @@ class SellerCancelReason(StrEnum):
 
 class SystemCancelReason(StrEnum):
     PAYMENT_DEADLINE_EXPIRED = "payment_deadline_expired"
+
+
+class OrderStatus(StrEnum):
+    """Where an order stands: the tabs of a buyer's order list, the order view's `status`."""
+
+    AWAITING_PAYMENT = "awaiting_payment"
+    TO_SHIP = "to_ship"
+    SHIPPED = "shipped"
+    CANCELLED = "cancelled"
 
 
 class CancelledBy(StrEnum):

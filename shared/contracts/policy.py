@@ -1,17 +1,21 @@
-"""Policy as data (DESIGN §1, §10): the rules platforms vary, versioned.
+"""Policy as data: the rules platforms vary, versioned.
 
 Every decision event records `Policy.version`, which names the market and fingerprints the
-content, so two different rule sets can never share a version. Defaults follow the seed (an
-Indonesian TikTok-style shop); a demo shrinks the windows to seconds through settings.
+content, so two different rule sets can never share a version. Defaults follow the marketplace
+the project was built for (an Indonesian short-video shop: 24 h for retail-outlet codes and
+bank transfers, 1 h for cards, 30 min for e-wallets, no deadline for cash on delivery); a demo
+shrinks the windows to seconds. Operators set it through `YELLOWCART_POLICY__…` variables
+(`policy_from_environment`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.contracts.events import PaymentMethod, SellerCancelReason, Standing
 from shared.kernel.events.canonical import canonical_json
@@ -51,6 +55,14 @@ class PaymentRules(_Rules):
         if method is PaymentMethod.COD:
             return None
         return self.windows.get(method, timedelta(hours=24))
+
+    def deadline_for(self, method: PaymentMethod, placed_at: datetime) -> datetime | None:
+        """When an unpaid order placed at `placed_at` is cancelled; None for cash on delivery.
+
+        The one rule both the order service (its 201 answer) and the payment service (the
+        deadline it stores and fires) apply to the same placing instant."""
+        window = self.window_for(method)
+        return None if window is None else placed_at + window
 
 
 class DisputeRules(_Rules):
@@ -118,3 +130,16 @@ class Policy(_Rules):
     def version(self) -> str:
         content = self.model_dump(mode="json", exclude={"version"})
         return f"{self.market}-{hashlib.sha256(canonical_json(content)).hexdigest()[:10]}"
+
+
+class _PolicyFromEnvironment(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="YELLOWCART_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    policy: Policy = Field(default_factory=Policy)
+
+
+def policy_from_environment() -> Policy:
+    """The policy `YELLOWCART_POLICY__…` variables describe (defaults for what they leave out)."""
+    return _PolicyFromEnvironment().policy

@@ -1,24 +1,31 @@
 """Load, decide, save: the one shape every use case takes.
 
 `Repository` turns an aggregate's recorded events into one commit (events, timers, causation
-key, outbox flag) and rebuilds aggregates from their streams. `handle_event` is the idempotent
-consumer step: the commit carries the incoming event's id as its causation id, a repeat is
-refused by the store and counted as done, and a lost race reloads and decides again.
+key, outbox flag) and rebuilds aggregates from their streams. Every event of one commit carries
+the one instant of the command or reaction that recorded it (`at`), so what a caller is told
+and what other services read are the same moment to the microsecond.
+
+`handle_event` is the idempotent consumer step: the commit carries the cause it answers and the
+name of the handler that answered it, (handler, cause) is unique in the store, so a repeat is
+refused and counted as done, while a second reaction to the same message in the same service
+is not mistaken for a repeat. A lost race reloads and decides again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from shared.kernel.aggregate import Aggregate
-from shared.kernel.clock import Clock
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.events.registry import EventRegistry
 from shared.kernel.eventstore.port import (
     Commit,
     ConcurrencyConflict,
+    DueTimer,
     DuplicateCausation,
     EventStore,
     NewCommit,
@@ -30,20 +37,37 @@ A = TypeVar("A", bound=Aggregate)
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Cause:
+    """What a reaction answers, who answers it, and when.
+
+    `handler` names the reaction (`payment.open_intent`); (`handler`, `causation_id`) is the
+    de-duplication key. `what` only serves the logs (an event type or a timer name).
+    """
+
+    handler: str
+    causation_id: str
+    correlation_id: str
+    at: datetime
+    what: str
+
+    @classmethod
+    def event(cls, handler: str, envelope: Envelope, at: datetime) -> Cause:
+        return cls(handler, envelope.event_id, envelope.correlation_id, at, envelope.event_type)
+
+    @classmethod
+    def timer(cls, handler: str, timer: DueTimer, correlation_id: str, at: datetime) -> Cause:
+        return cls(handler, timer.timer_id, correlation_id, at, timer.name)
+
+
 class Repository(Generic[A]):
     def __init__(
-        self,
-        store: EventStore,
-        aggregate_type: type[A],
-        registry: EventRegistry,
-        producer: str,
-        clock: Clock,
+        self, store: EventStore, aggregate_type: type[A], registry: EventRegistry, producer: str
     ) -> None:
         self.store = store
         self.aggregate_type = aggregate_type
         self.registry = registry
         self.producer = producer
-        self.clock = clock
 
     async def events_of(self, aggregate_id: str) -> list[DomainEvent] | None:
         """The aggregate's events in order (upcast), or None when its stream does not exist."""
@@ -60,18 +84,24 @@ class Repository(Generic[A]):
         return None if events is None else self.aggregate_type.replay(aggregate_id, events)
 
     async def save(
-        self, aggregate: A, *, causation_id: str | None, correlation_id: str
+        self,
+        aggregate: A,
+        *,
+        at: datetime,
+        correlation_id: str,
+        causation_id: str | None = None,
+        handler: str = "",
     ) -> Commit | None:
-        """Store what the aggregate recorded as one commit; None when it recorded nothing."""
+        """Store what the aggregate recorded as one commit, every event stamped `at`; None when
+        it recorded nothing."""
         if not aggregate.pending:
             return None
-        now = self.clock.now()
         envelopes = [
             Envelope.of(
                 event,
                 stream_id=aggregate.stream_id,
                 stream_version=aggregate.version + index,
-                occurred_at=now,
+                occurred_at=at,
                 producer=self.producer,
                 correlation_id=correlation_id,
                 causation_id=causation_id,
@@ -97,6 +127,7 @@ class Repository(Generic[A]):
                 partition_key=first.partition_key(),
                 causation_id=causation_id,
                 timers=timers,
+                handler=handler,
             )
         )
         aggregate.version += len(aggregate.pending)
@@ -109,16 +140,15 @@ async def handle_event(
     repository: Repository[A],
     aggregate_id: str,
     decide: Callable[[A | None], A | None],
+    cause: Cause,
     *,
-    causation_id: str,
-    correlation_id: str,
     attempts: int = 5,
 ) -> Commit | None:
     """React to an event (or a fired timer) exactly once in effect.
 
     `decide` gets the current aggregate (None if it does not exist yet) and returns the
-    aggregate with recorded events, or None to do nothing. A duplicate cause is a no-op; a
-    concurrency conflict reloads and decides again.
+    aggregate with recorded events, or None to do nothing. A cause this handler already
+    answered is a no-op; a concurrency conflict reloads and decides again.
     """
     for _ in range(attempts):
         aggregate = decide(await repository.get(aggregate_id))
@@ -126,10 +156,14 @@ async def handle_event(
             return None
         try:
             return await repository.save(
-                aggregate, causation_id=causation_id, correlation_id=correlation_id
+                aggregate,
+                at=cause.at,
+                correlation_id=cause.correlation_id,
+                causation_id=cause.causation_id,
+                handler=cause.handler,
             )
         except DuplicateCausation:
-            log.info("already handled %s", causation_id)
+            log.info("%s already handled %s", cause.handler, cause.causation_id)
             return None
         except ConcurrencyConflict:
             log.info("conflict on %s, deciding again", aggregate.stream_id)
@@ -137,12 +171,9 @@ async def handle_event(
 
 
 async def react(
-    repository: Repository[A],
-    envelope: Envelope,
-    aggregate_id: str,
-    step: Callable[[A], object],
+    repository: Repository[A], cause: Cause, aggregate_id: str, step: Callable[[A], object]
 ) -> Commit | None:
-    """Apply `step` to an existing aggregate in reaction to `envelope`, exactly once in effect.
+    """Apply `step` to an existing aggregate in reaction to `cause`, exactly once in effect.
 
     An aggregate that does not exist is logged and skipped; what `step` returns (an outcome)
     is logged when the aggregate recorded nothing, so "why did nothing happen" is answerable.
@@ -151,18 +182,12 @@ async def react(
 
     def decide(aggregate: A | None) -> A | None:
         if aggregate is None:
-            log.warning("%s for unknown %s ignored", envelope.event_type, aggregate_id)
+            log.warning("%s for unknown %s ignored", cause.what, aggregate_id)
             return None
         outcome[:] = [step(aggregate)]
         return aggregate
 
-    commit = await handle_event(
-        repository,
-        aggregate_id,
-        decide,
-        causation_id=envelope.event_id,
-        correlation_id=envelope.correlation_id,
-    )
+    commit = await handle_event(repository, aggregate_id, decide, cause)
     if commit is None and outcome:
-        log.info("%s on %s changed nothing: %s", envelope.event_type, aggregate_id, outcome[0])
+        log.info("%s on %s changed nothing: %s", cause.what, aggregate_id, outcome[0])
     return commit

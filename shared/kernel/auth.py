@@ -25,6 +25,14 @@ class Caller(BaseModel):
     sub: str
     role: Role
 
+    def may_see(self, *, buyer_id: str | None, seller_id: str | None) -> bool:
+        """The one visibility rule: an operator sees every order, a buyer only its own, a seller
+        only its shop's. Whoever may not see an order is told it does not exist (404)."""
+        if self.role is Role.OPERATOR:
+            return True
+        owner = buyer_id if self.role is Role.BUYER else seller_id
+        return owner is not None and owner == self.sub
+
 
 class InvalidToken(Exception):
     """The token is missing, malformed, expired, forged or names an unknown role."""

@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +25,13 @@ from shared.kernel.eventstore.port import ConcurrencyConflict, StoreUnavailable
 PROBLEM_JSON = "application/problem+json"
 
 _STATUS_OF_KIND = {"invalid": 422, "conflict": 409, "not_found": 404, "forbidden": 403}
+
+
+class RequestBody(BaseModel):
+    """Base of every request body: unknown fields are refused, so nobody sets a status or a
+    price from outside."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Problem(BaseModel):

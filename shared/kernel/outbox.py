@@ -1,10 +1,10 @@
-"""The outbox relay: stored commits to Kafka, in per-stream order, at least once (DESIGN §4.3).
+"""The outbox relay: stored commits to Kafka, in per-stream order, at least once.
 
 A command's events and its outbox flag are one atomic write in the event store; the relay
 publishes the commits the broker has not acknowledged yet and marks them published only after
 every event of the commit was acknowledged (acks=all). A crash between the broker's ack and
-`mark_published` publishes those commits again on the next run: consumers deduplicate by
-`causation_id = event_id` (DESIGN §4.4), so at-least-once delivery has exactly-once effects.
+`mark_published` publishes those commits again on the next run: a consumer's commit carries
+the event it handled under a unique key, so at-least-once delivery has exactly-once effects.
 
 Only one relay per store works at a time, whatever the number of replicas: each run takes or
 renews a lease in the store (`try_lease`), so two relays do not race to publish the same

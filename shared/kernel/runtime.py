@@ -1,9 +1,11 @@
 """What every service process runs: HTTP edge, Kafka consumers, outbox relay, timer scheduler.
 
-A service describes itself with a `ServiceSpec` (its routers and a `wire` function, its
-composition root); `create_service_app` turns that into a FastAPI app whose lifespan opens the
+A service describes itself with a `ServiceSpec`, built by its composition root: its routers,
+the event registry it reads with, and a `wire` function that builds its context from the live
+resources. `create_service_app` turns that into a FastAPI app whose lifespan opens the
 service's own database, subscribes its consumers, and runs the relay and the scheduler until
-shutdown. Nothing here runs at import time.
+shutdown. The kernel knows no service, no event and no policy: all of it comes in through the
+spec. Nothing here runs at import time.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from uuid import uuid4
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 
-from shared.contracts.events import default_registry
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.registry import EventRegistry
 from shared.kernel.eventstore.port import DueTimer, EventStore
@@ -83,6 +85,7 @@ class ServiceSpec:
     name: str
     title: str
     routers: Sequence[APIRouter]
+    registry: Callable[[], EventRegistry]
     wire: Callable[[Runtime], Wiring]
 
 
@@ -106,7 +109,7 @@ def create_service_app(
         url = settings.store_url_for(spec.name)
         store = await open_event_store(url)
         documents = await open_document_store(url)
-        runtime = Runtime(spec.name, settings, clock, store, documents, default_registry())
+        runtime = Runtime(spec.name, settings, clock, store, documents, spec.registry())
         wiring = spec.wire(runtime)
         broker = make_kafka_broker(settings, log_level=logging.DEBUG)
         for subscription in wiring.subscriptions:
@@ -156,7 +159,21 @@ def create_service_app(
     for router in spec.routers:
         app.include_router(router)
     app.include_router(_operations_router(spec.name))
+    _name_the_text_schema(app)
     return app
+
+
+def _name_the_text_schema(app: FastAPI) -> None:
+    """`/metrics` answers text: its schema is a named component like every JSON body's."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("PrometheusText", PROMETHEUS_TEXT_SCHEMA)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def context_of(context_type: type[C]) -> Callable[[Request], C]:
@@ -179,21 +196,48 @@ def runtime_of(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 
 
+class Health(BaseModel):
+    """A service's answer to `GET /health` (503 with the same shape when it is unavailable)."""
+
+    status: str
+    service: str
+    outbox_backlog: int | None = None
+    error: str | None = None
+
+
+METRICS_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text exposition format",
+        "content": {"text/plain": {"schema": {"$ref": "#/components/schemas/PrometheusText"}}},
+    }
+}
+PROMETHEUS_TEXT_SCHEMA = {"title": "PrometheusText", "type": "string"}
+
+
 def _operations_router(service: str) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/health", summary="liveness and readiness")
+    @router.get(
+        "/health",
+        summary="liveness and readiness",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "the store is unavailable"}},
+    )
     async def health(runtime: RuntimeDep) -> JSONResponse:
         try:
             backlog = len(await runtime.store.unpublished(limit=1000))
         except Exception as error:  # a health probe reports, it does not crash
-            return JSONResponse(
-                {"status": "unavailable", "service": service, "error": str(error)},
-                status_code=503,
-            )
-        return JSONResponse({"status": "ok", "service": service, "outbox_backlog": backlog})
+            body = Health(status="unavailable", service=service, error=str(error))
+            return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
+        body = Health(status="ok", service=service, outbox_backlog=backlog)
+        return JSONResponse(body.model_dump(exclude_none=True))
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses=METRICS_RESPONSE,
+    )
     async def metrics(runtime: RuntimeDep) -> PlainTextResponse:
         lines = []
         for consumer in runtime.consumers:

@@ -1,4 +1,5 @@
-"""Settings from the environment (prefix `YELLOWCART_`), read only when asked, never at import."""
+"""Operations settings from the environment (prefix `YELLOWCART_`), read only when asked, never
+at import. The policy (the rules platforms vary) is the product's: `shared.contracts.policy`."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.contracts.policy import Policy
-
 DEV_TOKEN_SECRET = "yellowcart-dev-token-secret-not-for-production"
 DEV_GATEWAY_SECRET = "yellowcart-dev-gateway-secret-not-for-production"
 
 
 class Settings(BaseSettings):
-    """Operations settings shared by every service; policy is nested (`YELLOWCART_POLICY__…`)."""
+    """Operations settings shared by every service process and tool."""
 
     model_config = SettingsConfigDict(
         env_prefix="YELLOWCART_", env_nested_delimiter="__", extra="ignore"
@@ -54,7 +53,6 @@ class Settings(BaseSettings):
         6000, description="consumer-group session timeout: how fast a dead consumer is replaced"
     )
     timer_interval_s: float = Field(0.2, description="timer scheduler poll interval")
-    policy: Policy = Field(default_factory=Policy)
 
     @model_validator(mode="after")
     def _no_dev_secrets_outside_embedded(self) -> Settings:

@@ -1,4 +1,4 @@
-"""Open a service's stores from a URL (DESIGN §5): the composition root's only storage switch.
+"""Open a service's stores from a URL : the composition root's only storage switch.
 
 - `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `sqlite:///:memory:` — the
   embedded default; the event store and the document store of one URL share the file

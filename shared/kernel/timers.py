@@ -1,4 +1,4 @@
-"""Durable timers fire at least once, from one replica at a time (DESIGN §4.6).
+"""Durable timers fire at least once, from one replica at a time.
 
 Timers are stored with the commit that scheduled them. A `TimerScheduler` in each replica
 polls; only the holder of the store's lease fires, so replicas do not race each other in the

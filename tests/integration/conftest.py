@@ -33,6 +33,7 @@ from fastapi import FastAPI
 
 from operations.catalog import spec_of
 from operations.localbroker import LocalBroker
+from shared.contracts.policy import Policy
 from shared.kernel.auth import Role, mint_token
 from shared.kernel.events.envelope import Envelope
 from shared.kernel.http import sign_body
@@ -105,7 +106,11 @@ async def _serve(app: FastAPI, started: asyncio.Future[None], stop: asyncio.Even
 
 @contextlib.asynccontextmanager
 async def running_services(
-    settings: Settings, names: Iterable[str], *, consumers: bool = True
+    settings: Settings,
+    names: Iterable[str],
+    *,
+    consumers: bool = True,
+    policy: Policy | None = None,
 ) -> AsyncIterator[dict[str, Service]]:
     """Start the named services concurrently; yield them by name with an HTTP client each."""
     stop = asyncio.Event()
@@ -115,7 +120,8 @@ async def running_services(
     starts: list[asyncio.Future[None]] = []
     try:
         for name in names:
-            spec = spec_of(name) if consumers else _without_consumers(spec_of(name))
+            spec = spec_of(name, policy or Policy())
+            spec = spec if consumers else _without_consumers(spec)
             app = create_service_app(spec, settings)
             started: asyncio.Future[None] = loop.create_future()
             tasks.append(asyncio.create_task(_serve(app, started, stop), name=f"serve-{name}"))

@@ -23,10 +23,11 @@ from operations.catalog import SERVICES, spec_of
 from services.order import handlers as order
 from services.order.handlers import OrderContext
 from services.payment.domain import Outcome as PaymentOutcome
-from services.payment.handlers import PaymentContext, receive_callback
+from services.payment.handlers import PaymentContext, ReceivePayment, receive_callback
 from services.penalty.handlers import PenaltyContext
 from services.seller_dispute.handlers import DisputeContext
 from shared.contracts.events import LineItem, PaymentMethod, ShippingAddress, default_registry
+from shared.contracts.policy import Policy
 from shared.kernel.auth import Caller, Role
 from shared.kernel.clock import FakeClock
 from shared.kernel.events.envelope import Envelope
@@ -68,7 +69,9 @@ class Bus:
         self.log: list[Message] = []  # everything collected, in delivery order
 
     @classmethod
-    async def start(cls, data_dir: Path, clock: FakeClock, settings: Settings) -> Bus:
+    async def start(
+        cls, data_dir: Path, clock: FakeClock, settings: Settings, policy: Policy
+    ) -> Bus:
         """Wire every service as its process would, one SQLite file each."""
         nodes: dict[str, tuple[Runtime, Wiring]] = {}
         for name in SERVICES:
@@ -81,7 +84,7 @@ class Bus:
                 await open_document_store(url),
                 default_registry(),
             )
-            nodes[name] = (runtime, spec_of(name).wire(runtime))
+            nodes[name] = (runtime, spec_of(name, policy).wire(runtime))
         return cls(data_dir, clock, nodes)
 
     async def close(self) -> None:
@@ -208,16 +211,18 @@ class Bus:
 
     async def place_order(self, method: PaymentMethod = PaymentMethod.BANK_TRANSFER) -> str:
         """A buyer places an order and every service has heard of it."""
-        placed = await order.place_order(
-            self.order, BUYER.sub, SELLER.sub, [ITEM], ADDRESS, method, None
+        command = order.PlaceOrder(
+            BUYER.sub, SELLER.sub, [ITEM], ADDRESS, method, None, at=self.clock.now()
         )
+        placed = await order.place_order(self.order, command)
         await self.pump()
         return placed.order.id
 
     async def pay(self, order_id: str, reference: str | None = None) -> PaymentOutcome:
         """The gateway reports the full amount (reference `gw-<order>` unless given)."""
-        reference = reference or f"gw-{order_id}"
-        return await receive_callback(self.payment, order_id, reference, TOTAL, self.clock.now())
+        now = self.clock.now()
+        command = ReceivePayment(order_id, reference or f"gw-{order_id}", TOTAL, now, at=now)
+        return await receive_callback(self.payment, command)
 
 
 def store_url(data_dir: Path, service: str) -> str:
@@ -226,9 +231,9 @@ def store_url(data_dir: Path, service: str) -> str:
 
 @asynccontextmanager
 async def running_bus(
-    data_dir: Path, clock: FakeClock | None = None, settings: Settings | None = None
+    data_dir: Path, clock: FakeClock | None = None, policy: Policy | None = None
 ) -> AsyncIterator[Bus]:
-    bus = await Bus.start(data_dir, clock or FakeClock(T0), settings or Settings())
+    bus = await Bus.start(data_dir, clock or FakeClock(T0), Settings(), policy or Policy())
     try:
         yield bus
     finally:

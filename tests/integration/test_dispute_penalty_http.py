@@ -1,5 +1,5 @@
 """The seller-dispute and penalty HTTP edges: sellers act only on their own shop's orders, only
-operators decide, and the refusals name the way that exists (DESIGN §7). Runs one stack of all
+operators decide, and the refusals name the way that exists. Runs one stack of all
 four services per module: the dispute service learns orders only from order events."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Each service documents the DESIGN §7 routes it owns — request body, success response and
+"""Each service documents the public routes it owns — request body, success response and
 problem-details errors — and answers /health and /metrics while running."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The order and payment HTTP edges refuse bad input, hide other people's orders, and record
-each command once (DESIGN §7). Rejections are asserted on an edge-only app with an empty store
+each command once. Rejections are asserted on an edge-only app with an empty store
 (so "nothing stored" means no commit at all); flows that need payments run on one order +
 payment stack per module."""
 

@@ -1,9 +1,9 @@
-"""Races end in a refund, never in kept money (DESIGN §4.7), in both orders of arrival.
+"""Races end in a refund, never in kept money, in both orders of arrival.
 
 Every race runs with each event delivered once and twice (redelivery). Whatever the order, the
 order ends either paid (to ship, the intent paid, nothing refunded) or cancelled with every
 payment the gateway reported refunded exactly once. After each scenario the whole log is
-delivered again and nothing may change (idempotent consumers, DESIGN §4.4).
+delivered again and nothing may change (idempotent consumers).
 """
 
 from __future__ import annotations
@@ -17,10 +17,15 @@ from pathlib import Path
 import pytest
 
 from services.order.domain import OrderStatus
-from services.order.handlers import cancel_by_buyer, ship
+from services.order.handlers import CancelOrder, ShipOrder, cancel_by_buyer, ship
 from services.order.projection import COLLECTION
 from services.payment.domain import IntentStatus, Outcome
-from services.seller_dispute.handlers import decide, file_cancellation
+from services.seller_dispute.handlers import (
+    DecideFiling,
+    FileCancellation,
+    decide,
+    file_cancellation,
+)
 from shared.contracts.events import (
     ORDER_TOPIC,
     PAYMENT_TOPIC,
@@ -78,7 +83,10 @@ async def assert_redelivery_changes_nothing(bus: Bus) -> None:
 
 
 async def buyer_cancels(bus: Bus, order_id: str) -> None:
-    await cancel_by_buyer(bus.order, BUYER, order_id, BuyerCancelReason.CHANGED_MIND, None)
+    await cancel_by_buyer(
+        bus.order,
+        CancelOrder(BUYER, order_id, BuyerCancelReason.CHANGED_MIND, None, at=bus.clock.now()),
+    )
 
 
 # --- payment vs buyer cancel ---------------------------------------------------------------
@@ -276,16 +284,24 @@ async def paid_order(bus: Bus) -> str:
 
 async def approve_seller_cancellation(bus: Bus, order_id: str) -> None:
     case = await file_cancellation(
-        bus.dispute, SELLER, order_id, SellerCancelReason.OUT_OF_STOCK, None, None
+        bus.dispute,
+        FileCancellation(
+            SELLER, order_id, SellerCancelReason.OUT_OF_STOCK, None, None, at=bus.clock.now()
+        ),
     )
-    await decide(bus.dispute, OPERATOR, case.filings[-1].filing_id, approve=True, note=None)
+    await decide(
+        bus.dispute,
+        DecideFiling(
+            OPERATOR, case.filings[-1].filing_id, approve=True, note=None, at=bus.clock.now()
+        ),
+    )
 
 
 @redelivery
 async def test_approval_arriving_after_shipping_is_not_applied(bus: Bus, twice: bool) -> None:
     order_id = await paid_order(bus)
     await approve_seller_cancellation(bus, order_id)  # SellerCancelApproved is on its way
-    await ship(bus.order, SELLER, order_id, "JNE-1")
+    await ship(bus.order, ShipOrder(SELLER, order_id, "JNE-1", at=bus.clock.now()))
     await bus.pump(twice=twice)
 
     order = await bus.order.orders.get(order_id)
@@ -307,7 +323,7 @@ async def test_ship_attempt_after_approval_is_refused_and_refunded_once(
     await approve_seller_cancellation(bus, order_id)
     await bus.pump(twice=twice)
     with pytest.raises(Conflict):  # 409 at the HTTP edge
-        await ship(bus.order, SELLER, order_id, "JNE-1")
+        await ship(bus.order, ShipOrder(SELLER, order_id, "JNE-1", at=bus.clock.now()))
     await bus.pump(twice=twice)
 
     order = await bus.order.orders.get(order_id)

@@ -1,4 +1,4 @@
-"""Deterministic projections and side-effect-free replays (DESIGN §4.8 to §4.10).
+"""Deterministic projections and side-effect-free replays.
 
 One mixed scenario is run with events delivered round robin across the services; the order
 views it built must equal, byte for byte, the views rebuilt from the four stores in other
@@ -18,9 +18,16 @@ from pathlib import Path
 import pytest
 
 from operations.audit import audit_order, rebuild_views
-from services.order.handlers import cancel_by_buyer, ship
-from services.order.projection import COLLECTION, View, apply_event, order_id_of
-from services.seller_dispute.handlers import decide, file_cancellation, request_cancellation
+from services.order.handlers import CancelOrder, ShipOrder, cancel_by_buyer, ship
+from services.order.projection import COLLECTION, ORDER_VIEW, View, order_id_of
+from services.seller_dispute.handlers import (
+    DecideFiling,
+    FileCancellation,
+    RequestCancellation,
+    decide,
+    file_cancellation,
+    request_cancellation,
+)
 from shared.contracts.events import BuyerCancelReason, PaymentMethod, SellerCancelReason
 from shared.kernel.events.canonical import canonical_json
 from shared.kernel.events.envelope import Envelope
@@ -61,19 +68,33 @@ async def mixed_scenario(bus: Bus) -> Scenario:
     for order_id in (shipped, seller, lapsed):
         await bus.pay(order_id)
     await step()
-    await ship(bus.order, SELLER, shipped, "JNE-1")
-    await ship(bus.order, SELLER, cod, "JNE-2")
+    await ship(bus.order, ShipOrder(SELLER, shipped, "JNE-1", at=bus.clock.now()))
+    await ship(bus.order, ShipOrder(SELLER, cod, "JNE-2", at=bus.clock.now()))
     before_cancellation = bus.clock.now()
     bus.clock.advance(MINUTE)
-    await cancel_by_buyer(bus.order, BUYER, cancelled, BuyerCancelReason.FOUND_CHEAPER, None)
+    await cancel_by_buyer(
+        bus.order,
+        CancelOrder(BUYER, cancelled, BuyerCancelReason.FOUND_CHEAPER, None, at=bus.clock.now()),
+    )
     await step()
     await bus.pay(cancelled)  # late: refunded
     case = await file_cancellation(
-        bus.dispute, SELLER, seller, SellerCancelReason.OUT_OF_STOCK, "sold out", None
+        bus.dispute,
+        FileCancellation(
+            SELLER, seller, SellerCancelReason.OUT_OF_STOCK, "sold out", None, at=bus.clock.now()
+        ),
     )
     await step()
-    await decide(bus.dispute, OPERATOR, case.filings[-1].filing_id, True, None)
-    await request_cancellation(bus.dispute, BUYER, lapsed, BuyerCancelReason.CHANGE_ADDRESS, None)
+    await decide(
+        bus.dispute,
+        DecideFiling(OPERATOR, case.filings[-1].filing_id, True, None, at=bus.clock.now()),
+    )
+    await request_cancellation(
+        bus.dispute,
+        RequestCancellation(
+            BUYER, lapsed, BuyerCancelReason.CHANGE_ADDRESS, None, at=bus.clock.now()
+        ),
+    )
     await step()
     bus.clock.advance(timedelta(days=1))
     for service in ("payment", "seller-dispute", "penalty"):
@@ -104,7 +125,7 @@ def fold(envelopes: Iterable[Envelope]) -> list[View]:
     for envelope in envelopes:
         order_id = order_id_of(envelope)
         if order_id is not None:
-            views[order_id] = apply_event(views.get(order_id), envelope) or views[order_id]
+            views[order_id] = ORDER_VIEW.apply(views.get(order_id), envelope) or views[order_id]
     return list(views.values())
 
 
@@ -143,7 +164,9 @@ async def test_rebuilt_views_equal_the_live_views_byte_for_byte(
 
 
 async def test_a_rebuild_publishes_nothing_and_fires_no_timer(bus: Bus, scenario: Scenario) -> None:
-    await ship(bus.order, SELLER, scenario.request_lapsed, "JNE-3")  # not yet published
+    await ship(
+        bus.order, ShipOrder(SELLER, scenario.request_lapsed, "JNE-3", at=bus.clock.now())
+    )  # not yet published
     far_future = bus.clock.now() + timedelta(days=365)
 
     async def outbox_and_timers() -> tuple[dict[str, list[Commit]], dict[str, list[DueTimer]]]:

@@ -1,4 +1,4 @@
-"""Durable timers (DESIGN §4.6) and what they drive: payment deadlines, seller response windows,
+"""Durable timers and what they drive: payment deadlines, seller response windows,
 the review of seller filings, and penalty points that expire — all on a fake clock."""
 
 from __future__ import annotations
@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 
 from services.order.domain import OrderStatus
-from services.order.handlers import ship
+from services.order.handlers import ShipOrder, ship
 from services.penalty.handlers import performance
 from services.seller_dispute import review_queue
 from services.seller_dispute.handlers import (
+    DecideFiling,
+    DeclineRequest,
+    FileCancellation,
+    RequestCancellation,
     decide,
     decline_request,
     file_cancellation,
@@ -29,7 +33,6 @@ from shared.contracts.events import (
 )
 from shared.contracts.policy import DisputeRules, Policy
 from shared.kernel.clock import FakeClock
-from shared.kernel.settings import Settings
 from tests.integration.harness import (
     BUYER,
     OPERATOR,
@@ -49,8 +52,8 @@ async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
         yield bus
 
 
-def with_dispute_rules(**rules: object) -> Settings:
-    return Settings(policy=Policy(dispute=DisputeRules.model_validate(rules)))
+def with_dispute_rules(**rules: object) -> Policy:
+    return Policy(dispute=DisputeRules.model_validate(rules))
 
 
 async def order_status(bus: Bus, order_id: str) -> OrderStatus:
@@ -128,11 +131,14 @@ async def test_a_silent_seller_lets_the_request_lapse_or_be_approved(
     tmp_path: Path, on_no_response: str
 ) -> None:
     async with running_bus(
-        tmp_path, settings=with_dispute_rules(on_no_response=on_no_response)
+        tmp_path, policy=with_dispute_rules(on_no_response=on_no_response)
     ) as bus:
         order_id = await paid_order(bus)
         await request_cancellation(
-            bus.dispute, BUYER, order_id, BuyerCancelReason.CHANGED_MIND, None
+            bus.dispute,
+            RequestCancellation(
+                BUYER, order_id, BuyerCancelReason.CHANGED_MIND, None, at=bus.clock.now()
+            ),
         )
         await bus.pump()
         asked_at = bus.clock.now()
@@ -164,13 +170,21 @@ async def test_a_seller_who_answered_in_time_is_not_overruled_by_the_window(
     tmp_path: Path,
 ) -> None:
     async with running_bus(
-        tmp_path, settings=with_dispute_rules(on_no_response="auto_approve")
+        tmp_path, policy=with_dispute_rules(on_no_response="auto_approve")
     ) as bus:
         order_id = await paid_order(bus)
         case = await request_cancellation(
-            bus.dispute, BUYER, order_id, BuyerCancelReason.CHANGED_MIND, None
+            bus.dispute,
+            RequestCancellation(
+                BUYER, order_id, BuyerCancelReason.CHANGED_MIND, None, at=bus.clock.now()
+            ),
         )
-        await decline_request(bus.dispute, SELLER, case.requests[-1].request_id, "already packed")
+        await decline_request(
+            bus.dispute,
+            DeclineRequest(
+                SELLER, case.requests[-1].request_id, "already packed", at=bus.clock.now()
+            ),
+        )
         bus.clock.advance(RESPONSE_WINDOW + timedelta(minutes=1))
         assert await bus.run_timers("seller-dispute") == 1  # fired, changed nothing
         await bus.pump()
@@ -184,16 +198,22 @@ async def test_a_seller_who_answered_in_time_is_not_overruled_by_the_window(
 async def test_a_seller_filing_waits_for_an_operator_only_in_manual_review(
     tmp_path: Path, review_mode: str
 ) -> None:
-    async with running_bus(tmp_path, settings=with_dispute_rules(review_mode=review_mode)) as bus:
+    async with running_bus(tmp_path, policy=with_dispute_rules(review_mode=review_mode)) as bus:
         order_id = await paid_order(bus)
         case = await file_cancellation(
-            bus.dispute, SELLER, order_id, SellerCancelReason.CANNOT_SHIP, None, None
+            bus.dispute,
+            FileCancellation(
+                SELLER, order_id, SellerCancelReason.CANNOT_SHIP, None, None, at=bus.clock.now()
+            ),
         )
         await bus.pump()
         if review_mode == "manual":
             assert (await bus.counts(order_id))["SellerCancelApproved"] == 0
             assert await order_status(bus, order_id) is OrderStatus.TO_SHIP
-            await decide(bus.dispute, OPERATOR, case.filings[-1].filing_id, True, None)
+            await decide(
+                bus.dispute,
+                DecideFiling(OPERATOR, case.filings[-1].filing_id, True, None, at=bus.clock.now()),
+            )
             await bus.pump()
 
         (approved,) = await bus.events("SellerCancelApproved")
@@ -213,7 +233,10 @@ async def test_the_review_queue_shows_filings_under_review_then_their_decision(
     filings = {}
     for order_id in (decided, shipped):
         case = await file_cancellation(
-            bus.dispute, SELLER, order_id, SellerCancelReason.OUT_OF_STOCK, None, None
+            bus.dispute,
+            FileCancellation(
+                SELLER, order_id, SellerCancelReason.OUT_OF_STOCK, None, None, at=bus.clock.now()
+            ),
         )
         filings[order_id] = case.filings[-1].filing_id
     await bus.pump(twice=True)
@@ -222,8 +245,11 @@ async def test_the_review_queue_shows_filings_under_review_then_their_decision(
     assert {f["filing_id"] for f in under_review} == set(filings.values())
     assert all(f["status"] == "under_review" and f["decided_by"] is None for f in under_review)
 
-    await decide(bus.dispute, OPERATOR, filings[decided], False, "stock arrived")
-    await ship(bus.order, SELLER, shipped, "JNE-1")
+    await decide(
+        bus.dispute,
+        DecideFiling(OPERATOR, filings[decided], False, "stock arrived", at=bus.clock.now()),
+    )
+    await ship(bus.order, ShipOrder(SELLER, shipped, "JNE-1", at=bus.clock.now()))
     await bus.pump(twice=True)
     assert await review_queue.listed(documents, "under_review") == []
     (rejected,) = await review_queue.listed(documents, "rejected")
@@ -238,9 +264,15 @@ async def test_the_review_queue_shows_filings_under_review_then_their_decision(
 async def seller_cancels(bus: Bus, order_id: str, *, twice: bool = False) -> None:
     """The seller files (out of stock), an operator approves, every event arrives (twice)."""
     case = await file_cancellation(
-        bus.dispute, SELLER, order_id, SellerCancelReason.OUT_OF_STOCK, None, None
+        bus.dispute,
+        FileCancellation(
+            SELLER, order_id, SellerCancelReason.OUT_OF_STOCK, None, None, at=bus.clock.now()
+        ),
     )
-    await decide(bus.dispute, OPERATOR, case.filings[-1].filing_id, True, None)
+    await decide(
+        bus.dispute,
+        DecideFiling(OPERATOR, case.filings[-1].filing_id, True, None, at=bus.clock.now()),
+    )
     await bus.pump(twice=twice)
 
 

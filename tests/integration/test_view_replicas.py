@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from services.order.domain import Order
-from services.order.handlers import OrderContext, project
-from services.order.projection import COLLECTION
+from services.order.handlers import OrderContext
+from services.order.projection import COLLECTION, ORDER_VIEW
 from shared.contracts.events import (
     PaymentDeadlineExpired,
     PenaltyApplied,
@@ -21,6 +21,7 @@ from shared.kernel.application import Repository
 from shared.kernel.clock import FakeClock
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.eventstore.memory import InMemoryEventStore
+from shared.kernel.projection import project
 from shared.kernel.readmodel.sqlite import SQLiteDocumentStore
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -30,7 +31,7 @@ ORDER = "ord-1"
 async def replica(documents_path: Path) -> OrderContext:
     store, clock = InMemoryEventStore(), FakeClock(T0)
     return OrderContext(
-        orders=Repository(store, Order, default_registry(), "order", clock),
+        orders=Repository(store, Order, default_registry(), "order"),
         store=store,
         views=await SQLiteDocumentStore.open(str(documents_path)),
         clock=clock,
@@ -77,8 +78,8 @@ async def test_concurrent_view_writers_lose_no_event(tmp_path: Path) -> None:
     penalties = [pair for pair in pairs if not pair[0].stream_id.startswith("payment")]
 
     async def consume(ctx: OrderContext, share: list[tuple[Envelope, DomainEvent]]) -> None:
-        for envelope, event in share:
-            await project(ctx, envelope, event)
+        for envelope, _event in share:
+            await project(ctx.views, ORDER_VIEW, envelope)
 
     await asyncio.gather(consume(first, payments), consume(second, penalties))
 
@@ -92,9 +93,9 @@ async def test_concurrent_view_writers_lose_no_event(tmp_path: Path) -> None:
 
 async def test_a_redelivered_event_does_not_bump_the_revision(tmp_path: Path) -> None:
     ctx = await replica(tmp_path / "order.db")
-    (envelope, event), *_ = events_of_two_streams()
-    await project(ctx, envelope, event)
-    await project(ctx, envelope, event)
+    (envelope, _event), *_ = events_of_two_streams()
+    await project(ctx.views, ORDER_VIEW, envelope)
+    await project(ctx.views, ORDER_VIEW, envelope)
     view = await ctx.views.get(COLLECTION, ORDER)
     assert view is not None and view["revision"] == 1
     await ctx.views.close()

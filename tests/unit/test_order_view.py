@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from itertools import permutations
 
-from services.order.projection import View, apply_event
+from services.order.projection import ORDER_VIEW, View
 from shared.contracts.events import (
     LineItem,
     OrderCancelled,
@@ -102,7 +102,7 @@ def story_with_skewed_clocks() -> list[Envelope]:
 def fold(envelopes: list[Envelope]) -> View:
     view: View | None = None
     for item in envelopes:
-        view = apply_event(view, item) or view
+        view = ORDER_VIEW.apply(view, item) or view
     assert view is not None
     return view
 
@@ -141,4 +141,4 @@ def test_every_arrival_order_gives_the_identical_view() -> None:
 def test_a_redelivered_event_changes_nothing() -> None:
     story = story_with_skewed_clocks()
     view = fold(story)
-    assert apply_event(view, story[1]) is None
+    assert ORDER_VIEW.apply(view, story[1]) is None

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from operations.cli import app
-from shared.contracts.policy import Policy
+from shared.contracts.policy import Policy, policy_from_environment
 from shared.kernel.auth import InvalidToken, Role, mint_token, verify_token
 from shared.kernel.settings import DEV_TOKEN_SECRET, Settings
 
@@ -39,11 +39,11 @@ def test_settings_come_from_prefixed_environment_variables(
     monkeypatch.setenv("YELLOWCART_BROKER_URL", "kafka:9092")
     monkeypatch.setenv("YELLOWCART_POLICY__DISPUTE__REVIEW_MODE", "auto")
     monkeypatch.setenv("YELLOWCART_POLICY__PAYMENT__WINDOWS__OVO", "PT5S")
-    settings = Settings()
+    settings, policy = Settings(), policy_from_environment()
     assert settings.broker_url == "kafka:9092"
-    assert settings.policy.dispute.review_mode == "auto"
-    assert settings.policy.payment.windows["ovo"] == timedelta(seconds=5)
-    assert settings.policy.payment.windows["bank_transfer"] == timedelta(hours=24)
+    assert policy.dispute.review_mode == "auto"
+    assert policy.payment.windows["ovo"] == timedelta(seconds=5)
+    assert policy.payment.windows["bank_transfer"] == timedelta(hours=24)
 
 
 def test_each_service_gets_its_own_sqlite_file_by_default() -> None:

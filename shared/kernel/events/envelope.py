@@ -1,4 +1,4 @@
-"""The message envelope every yellowcart event travels in (DESIGN §3, a contract)."""
+"""The message envelope every yellowcart event travels in: a contract with every consumer."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Event types by (type, schema_version), with an upcaster chain to the current version.
 
 A reader decodes an envelope into the current payload class; old versions are upcast step by
-step; types it does not know are tolerated and counted (tolerant reader, DESIGN §3).
+step; types it does not know are tolerated and counted (a tolerant reader: a consumer never
+fails on an event type added after it was built).
 """
 
 from __future__ import annotations

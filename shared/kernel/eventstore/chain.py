@@ -1,4 +1,4 @@
-"""The hash chain of a stream's commits (DESIGN §4.10): sealing new commits and verifying old ones.
+"""The hash chain of a stream's commits: sealing new commits and verifying old ones.
 
 Each commit stores `prev_hash` (the hash of the stream's previous commit, GENESIS_HASH for the
 first) and `hash` = chain_hash(prev_hash, its events' wire form). Rewriting any stored event
@@ -150,6 +150,7 @@ def stored_commit(
     prev_hash: str,
     hash_: str,
     published: bool,
+    handler: str = "",
 ) -> Commit:
     """A `Commit` from values that are already right, without the frozen dataclass's
     `__init__` (one `object.__setattr__` per field, a third of a commit's read cost after
@@ -171,6 +172,7 @@ def stored_commit(
             "prev_hash": prev_hash,
             "hash": hash_,
             "published": published,
+            "handler": handler,
         },
     )
     return commit

@@ -37,7 +37,7 @@ class InMemoryEventStore(EventStore):
     def __init__(self) -> None:
         self._commits: dict[int, Commit] = {}
         self._streams: dict[str, list[int]] = {}
-        self._by_causation: dict[str, int] = {}
+        self._by_cause: dict[tuple[str, str], int] = {}  # (handler, causation) → position
         self._timers: dict[str, DueTimer] = {}
         self._timer_ids: set[str] = set()
         self._leases: dict[str, _Lease] = {}
@@ -55,8 +55,9 @@ class InMemoryEventStore(EventStore):
     async def append(self, commit: NewCommit) -> Commit:
         self._check_open()
         check_new_commit(commit)
-        if commit.causation_id is not None and commit.causation_id in self._by_causation:
-            raise DuplicateCausation(commit.causation_id)
+        cause = (commit.handler, commit.causation_id) if commit.causation_id else None
+        if cause is not None and cause in self._by_cause:
+            raise DuplicateCausation(cause[1], cause[0])
         head = self._head(commit.stream_id)
         head_version = head.last_version if head is not None else 0
         if head_version != commit.expected_version:
@@ -77,11 +78,12 @@ class InMemoryEventStore(EventStore):
             prev_hash=prev_hash,
             hash=seal(prev_hash, [event.wire() for event in commit.events]),
             published=False,
+            handler=commit.handler,
         )
         self._commits[stored.position] = stored
         self._streams.setdefault(commit.stream_id, []).append(stored.position)
-        if commit.causation_id is not None:
-            self._by_causation[commit.causation_id] = stored.position
+        if cause is not None:
+            self._by_cause[cause] = stored.position
         for timer in commit.timers:
             self._timer_ids.add(timer.timer_id)
             self._timers[timer.timer_id] = DueTimer(
@@ -116,9 +118,9 @@ class InMemoryEventStore(EventStore):
                 yield self._commits[current]
             position = batch[-1]
 
-    async def commit_by_causation(self, causation_id: str) -> Commit | None:
+    async def commit_by_causation(self, causation_id: str, handler: str = "") -> Commit | None:
         self._check_open()
-        position = self._by_causation.get(causation_id)
+        position = self._by_cause.get((handler, causation_id))
         return self._commits[position] if position is not None else None
 
     async def unpublished(self, limit: int = 500) -> list[Commit]:

@@ -48,7 +48,8 @@ from shared.kernel.eventstore.port import (
 )
 
 STREAM_INDEX = "commits_stream_version"
-CAUSATION_INDEX = "commits_causation"
+DEDUPE_INDEX = "commits_dedupe"
+OLD_CAUSATION_INDEX = "commits_causation"  # unique on causation_id alone, before handlers
 TIMER_ID_INDEX = "commits_timer_ids"
 COUNTER_ID = "commit_position"
 
@@ -124,12 +125,15 @@ class MongoEventStore(EventStore):
                 unique=True,
                 name=STREAM_INDEX,
             )
-            # A unique index treats a missing or null field as a value: without the partial
-            # filter, the second commit without a causation id would collide with the first.
+            # The de-duplication key is (causation_id, handler). A unique index treats a missing
+            # or null field as a value: without the partial filter, the second commit without a
+            # causation id would collide with the first.
+            if OLD_CAUSATION_INDEX in await self._commits.index_information():
+                await self._commits.drop_index(OLD_CAUSATION_INDEX)
             await self._commits.create_index(
-                "causation_id",
+                [("causation_id", ASCENDING), ("handler", ASCENDING)],
                 unique=True,
-                name=CAUSATION_INDEX,
+                name=DEDUPE_INDEX,
                 partialFilterExpression={"causation_id": {"$type": "string"}},
             )
             await self._commits.create_index(
@@ -180,6 +184,7 @@ class MongoEventStore(EventStore):
                 prev_hash=prev_hash,
                 hash=seal(prev_hash, wires),
                 published=False,
+                handler=commit.handler,
             )
             try:
                 await self._commits.insert_one(_document(stored, wires, commit))
@@ -225,8 +230,8 @@ class MongoEventStore(EventStore):
                 return
             position = batch[-1].position
 
-    async def commit_by_causation(self, causation_id: str) -> Commit | None:
-        found = await self._find({"causation_id": causation_id}, "_id", 1)
+    async def commit_by_causation(self, causation_id: str, handler: str = "") -> Commit | None:
+        found = await self._find({"causation_id": causation_id, "handler": handler}, "_id", 1)
         return found[0] if found else None
 
     async def unpublished(self, limit: int = 500) -> list[Commit]:
@@ -310,6 +315,7 @@ def _document(commit: Commit, wires: list[dict[str, Any]], new: NewCommit) -> di
         "topic": commit.topic,
         "partition_key": commit.partition_key,
         "causation_id": commit.causation_id,
+        "handler": commit.handler,
         "prev_hash": commit.prev_hash,
         "hash": commit.hash,
         "published": False,
@@ -338,12 +344,13 @@ def _commit(document: dict[str, Any]) -> Commit:
         prev_hash=document["prev_hash"],
         hash=document["hash"],
         published=bool(document["published"]),
+        handler=document.get("handler", ""),
     )
 
 
 def _duplicate(commit: NewCommit, error: DuplicateKeyError) -> Exception:
-    if commit.causation_id is not None and duplicate_key_on(error, CAUSATION_INDEX, "causation_id"):
-        return DuplicateCausation(commit.causation_id)
+    if commit.causation_id is not None and duplicate_key_on(error, DEDUPE_INDEX, "causation_id"):
+        return DuplicateCausation(commit.causation_id, commit.handler)
     if duplicate_key_on(error, STREAM_INDEX, "first_version"):
         return ConcurrencyConflict(commit.stream_id, commit.expected_version)
     if duplicate_key_on(error, TIMER_ID_INDEX, "timer_ids"):

@@ -1,6 +1,6 @@
 """The event store port: a small interface every storage adapter implements.
 
-One *commit* per command (DESIGN §4.1): the command's events, its outbox flag (`published`),
+One *commit* per command: the command's events, its outbox flag (`published`),
 its causation key, the timers it schedules and its hash-chain link are stored in one atomic
 write. Optimistic concurrency on (stream_id, version). Adapters translate driver errors into
 the errors below; nothing from aiosqlite or pymongo leaks through this port.
@@ -29,11 +29,13 @@ class ConcurrencyConflict(EventStoreError):
 
 
 class DuplicateCausation(EventStoreError):
-    """A commit with this causation id exists: the cause was already handled."""
+    """This handler already stored a commit for this cause: the cause was already handled."""
 
-    def __init__(self, causation_id: str) -> None:
-        super().__init__(f"causation {causation_id} was already handled")
+    def __init__(self, causation_id: str, handler: str = "") -> None:
+        by = f" by {handler}" if handler else ""
+        super().__init__(f"causation {causation_id} was already handled{by}")
         self.causation_id = causation_id
+        self.handler = handler
 
 
 class StreamNotFound(EventStoreError):
@@ -58,6 +60,14 @@ class NewTimer:
 
 @dataclass(frozen=True)
 class NewCommit:
+    """What one command or one reaction stores.
+
+    The de-duplication key is (`handler`, `causation_id`): a handler that already stored a
+    commit for a cause is refused with DuplicateCausation, while a second handler reacting to
+    the same message is not (the message-and-subscriber key of Eventuate's duplicate detector).
+    Commits without a causation id (plain commands) never collide.
+    """
+
     stream_id: str
     expected_version: int  # 0 for a new stream
     events: Sequence[Envelope]  # stream_version expected_version+1, +2, ...
@@ -65,6 +75,7 @@ class NewCommit:
     partition_key: str
     causation_id: str | None = None
     timers: Sequence[NewTimer] = ()
+    handler: str = ""  # who handled `causation_id`: a reaction's name, "" for a command
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,7 @@ class Commit:
     prev_hash: str
     hash: str
     published: bool
+    handler: str = ""
 
     @property
     def last_version(self) -> int:
@@ -112,7 +124,8 @@ class EventStore(ABC):
         """Every commit once, in store order."""
 
     @abstractmethod
-    async def commit_by_causation(self, causation_id: str) -> Commit | None: ...
+    async def commit_by_causation(self, causation_id: str, handler: str = "") -> Commit | None:
+        """The commit `handler` stored for `causation_id`, if any."""
 
     @abstractmethod
     async def unpublished(self, limit: int = 500) -> list[Commit]:

@@ -80,11 +80,10 @@ CREATE TABLE IF NOT EXISTS commits (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL,
     published INTEGER NOT NULL DEFAULT 0,
+    handler TEXT NOT NULL DEFAULT '',
     CHECK (last_version >= first_version AND first_version >= 1)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS commits_stream_version ON commits (stream_id, first_version);
-CREATE UNIQUE INDEX IF NOT EXISTS commits_causation ON commits (causation_id)
-    WHERE causation_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS commits_unpublished ON commits (position) WHERE published = 0;
 CREATE TABLE IF NOT EXISTS timers (
     timer_id TEXT PRIMARY KEY,
@@ -101,17 +100,26 @@ CREATE TABLE IF NOT EXISTS leases (
     expires_at INTEGER NOT NULL
 );
 """
+# The de-duplication key is (causation_id, handler). A file written before handlers were part
+# of the key has no `handler` column and a unique index on causation_id alone: the column is
+# added (its commits keep handler '') and the index replaced. The script is idempotent.
+ADD_HANDLER_COLUMN = "ALTER TABLE commits ADD COLUMN handler TEXT NOT NULL DEFAULT ''"
+DEDUPE_INDEX = """
+DROP INDEX IF EXISTS commits_causation;
+CREATE UNIQUE INDEX IF NOT EXISTS commits_dedupe ON commits (causation_id, handler)
+    WHERE causation_id IS NOT NULL;
+"""
 
 _COMMIT_COLUMNS = (
     "position, stream_id, first_version, events, topic, partition_key, causation_id, "
-    "prev_hash, hash, published"
+    "prev_hash, hash, published, handler"
 )
 _HEAD = (
     "SELECT last_version, hash FROM commits WHERE stream_id = ? ORDER BY first_version DESC LIMIT 1"
 )
 _INSERT_COMMIT = (
     "INSERT INTO commits (stream_id, first_version, last_version, events, topic, partition_key,"
-    " causation_id, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " causation_id, prev_hash, hash, handler) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_TIMER = (
     "INSERT INTO timers (timer_id, stream_id, name, due_at, data) VALUES (?, ?, ?, ?, ?)"
@@ -208,6 +216,14 @@ class SQLiteEventStore(EventStore):
         writer = await connect(path, synchronous=synchronous)
         try:
             await translated(writer.executescript(SCHEMA))
+            columns = await translated(writer.execute_fetchall("PRAGMA table_info(commits)"))
+            if "handler" not in {column[1] for column in columns}:
+                await translated(
+                    writer.execute(
+                        "ALTER TABLE commits ADD COLUMN handler TEXT NOT NULL DEFAULT ''"
+                    )
+                )
+            await translated(writer.executescript(DEDUPE_INDEX))
             reader = appender = None
             if path != ":memory:":
                 reader = await connect(path, synchronous=synchronous)
@@ -266,6 +282,7 @@ class SQLiteEventStore(EventStore):
                         commit.causation_id,
                         prev_hash,
                         hash_,
+                        commit.handler,
                     ),
                 ).lastrowid
                 if timers:
@@ -300,6 +317,7 @@ class SQLiteEventStore(EventStore):
             prev_hash,
             hash_,
             False,
+            commit.handler,
         )
 
     def _known_head(self, commit: NewCommit) -> str | None:
@@ -416,8 +434,10 @@ class SQLiteEventStore(EventStore):
                 return
             position = rows[-1][0]
 
-    async def commit_by_causation(self, causation_id: str) -> Commit | None:
-        found = await self._commits("WHERE causation_id = ?", (causation_id,))
+    async def commit_by_causation(self, causation_id: str, handler: str = "") -> Commit | None:
+        found = await self._commits(
+            "WHERE causation_id = ? AND handler = ?", (causation_id, handler)
+        )
         return found[0] if found else None
 
     async def unpublished(self, limit: int = 500) -> list[Commit]:
@@ -458,7 +478,7 @@ def _decode(events: str) -> Any:
 
 
 def _commit(row: Any) -> Commit:
-    position, stream_id, first_version, events, topic, key, causation, prev, hash_, pub = row
+    position, stream_id, first_version, events, topic, key, causation, prev, hash_, pub, by = row
     return stored_commit(
         position,
         stream_id,
@@ -470,6 +490,7 @@ def _commit(row: Any) -> Commit:
         prev,
         hash_,
         bool(pub),
+        by,
     )
 
 
@@ -492,7 +513,7 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
 def _integrity_error(commit: NewCommit, error: sqlite3.IntegrityError) -> Exception:
     message = str(error)
     if "commits.causation_id" in message and commit.causation_id is not None:
-        return DuplicateCausation(commit.causation_id)
+        return DuplicateCausation(commit.causation_id, commit.handler)
     if "commits.stream_id" in message:
         return ConcurrencyConflict(commit.stream_id, commit.expected_version)
     if "timers.timer_id" in message:

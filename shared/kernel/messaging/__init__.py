@@ -1,4 +1,4 @@
-"""Kafka messaging: producers, the FastStream broker, the event consumer (DESIGN §6)."""
+"""Kafka messaging: producers, the FastStream broker, the event consumer."""
 
 from shared.kernel.messaging.consumer import (
     ConsumerMetrics,
