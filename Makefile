@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test lint typecheck format run up demo bench bench-store clean
+.PHONY: install test lint typecheck format run up demo bench bench-store bench-load clean
 
 install: $(STAMP)
 
@@ -20,7 +20,8 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services
+	$(BIN)/mypy shared services operations
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .
@@ -38,6 +39,9 @@ bench: bench-store
 
 bench-store: install
 	$(BIN)/python -m bench.store
+
+bench-load: install
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

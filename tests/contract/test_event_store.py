@@ -58,6 +58,7 @@ def new_commit(
     *,
     causation_id: str | None = None,
     timers: tuple[NewTimer, ...] = (),
+    handler: str = "",
 ) -> NewCommit:
     return NewCommit(
         stream_id=stream_id,
@@ -67,6 +68,7 @@ def new_commit(
         partition_key=stream_id,
         causation_id=causation_id,
         timers=timers,
+        handler=handler,
     )
 
 
@@ -282,6 +284,25 @@ async def test_a_repeated_causation_is_refused_and_the_first_commit_found(
     assert await store.commit_by_causation("event-43") is None
     with pytest.raises(StreamNotFound):
         await store.load_stream("order-2")
+
+
+async def test_one_cause_is_stored_once_per_handler(store: EventStore) -> None:
+    """The de-duplication key is (handler, cause): two reactions to one message both land,
+    each of them only once."""
+    opened = await store.append(new_commit("payment-1", 0, causation_id="ev-7", handler="open"))
+    counted = await store.append(new_commit("seller-1", 0, causation_id="ev-7", handler="count"))
+
+    with pytest.raises(DuplicateCausation) as refused:
+        await store.append(new_commit("seller-2", 0, causation_id="ev-7", handler="count"))
+
+    assert (refused.value.causation_id, refused.value.handler) == ("ev-7", "count")
+    assert await store.commit_by_causation("ev-7", "open") == opened
+    assert await store.commit_by_causation("ev-7", "count") == counted
+    assert await store.commit_by_causation("ev-7") is None
+    assert [(c.stream_id, c.handler) for c in await all_commits(store)] == [
+        ("payment-1", "open"),
+        ("seller-1", "count"),
+    ]
 
 
 async def test_commits_without_a_causation_never_collide(store: EventStore) -> None:

@@ -217,3 +217,30 @@ async def test_metrics_answer_prometheus_text_for_each_consumer(
     assert [s.labels for s in published] == [{"service": service}]
     fired = [s for s in samples if s.name == "yellowcart_timers_fired_total"]
     assert len(fired) == (0 if service == "order" else 1)  # the order service has no timers
+
+
+def _named(schema: dict[str, Any]) -> bool:
+    """A `$ref` to a named component, or a list of them (a list reply)."""
+    if schema.get("type") == "array":
+        return _named(schema.get("items", {}))
+    return str(schema.get("$ref", "")).startswith("#/components/schemas/")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_every_success_response_has_a_named_schema(
+    documents: dict[str, dict[str, Any]], service: str
+) -> None:
+    document = documents[service]
+    unnamed = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if not status.startswith("2"):
+                    continue
+                for media, content in response.get("content", {}).items():
+                    if not _named(content.get("schema", {})):
+                        unnamed.append(f"{method.upper()} {path} {status} {media}")
+                    else:
+                        name = content["schema"].get("$ref") or content["schema"]["items"]["$ref"]
+                        assert name.rsplit("/", 1)[-1] in document["components"]["schemas"]
+    assert unnamed == []

@@ -6,7 +6,7 @@ payment stack per module."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -535,3 +535,35 @@ async def test_order_lists_show_each_status_tab_to_its_buyer_and_seller(
     )
     assert_problem(unknown_tab, 422)
     assert_problem(await order.client.get("/orders", headers=tokens.operator()), 403)
+
+
+# --- one instant per command ---------------------------------------------------------------
+
+
+async def test_the_deadline_told_to_the_buyer_is_the_one_the_payment_service_keeps(
+    order: Service, payment: Service, tokens: Tokens
+) -> None:
+    """The 201's payment_deadline_at and the payment service's deadline_at are one instant, to
+    the microsecond, and an idempotent retry answers the same instant again."""
+    buyer = uid("buyer")
+    headers = {**tokens.buyer(buyer), "Idempotency-Key": uid("key")}
+    body = order_body(uid("shop"))
+    first = await order.client.post("/orders", json=body, headers=headers)
+    assert first.status_code == 201
+    order_id, told = first.json()["order_id"], first.json()["payment_deadline_at"]
+    retried = await order.client.post("/orders", json=body, headers=headers)
+    assert retried.headers.get("Idempotent-Replayed") == "true"
+    assert retried.json()["payment_deadline_at"] == told
+
+    async def payment_view() -> dict[str, Any] | None:
+        answer = await payment.client.get(f"/payments/{order_id}", headers=tokens.buyer(buyer))
+        return answer.json() if answer.status_code == 200 else None
+
+    await eventually(lambda: _is_present(payment_view()), what="the payment intent")
+    kept = await payment_view()
+    assert kept is not None
+    assert datetime.fromisoformat(kept["deadline_at"]) == datetime.fromisoformat(told)
+
+
+async def _is_present(view: Awaitable[dict[str, Any] | None]) -> bool:
+    return await view is not None

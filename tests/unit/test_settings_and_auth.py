@@ -96,3 +96,31 @@ def test_the_token_command_mints_a_token_for_the_configured_secret(
 def test_production_refuses_short_secrets() -> None:
     with pytest.raises(ValidationError, match="at least 32 characters"):
         Settings(environment="production", token_secret="short", gateway_secret="g" * 32)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "port", "data_dir"),
+    [
+        ([], 8123, "/tmp/from-env"),
+        (["--port", "9001", "--data-dir", "/tmp/from-flag"], 9001, "/tmp/from-flag"),
+    ],
+    ids=["environment", "flags-win"],
+)
+def test_up_takes_its_port_and_data_directory_from_the_settings_like_serve(
+    monkeypatch: pytest.MonkeyPatch, arguments: list[str], port: int, data_dir: str
+) -> None:
+    import operations.stack
+
+    monkeypatch.setenv("YELLOWCART_HTTP_PORT", "8123")
+    monkeypatch.setenv("YELLOWCART_DATA_DIR", "/tmp/from-env")
+    started: list[Settings] = []
+
+    def run_stack(settings: Settings, console: object, *, demo_windows: bool) -> int:
+        started.append(settings)
+        return 0
+
+    monkeypatch.setattr(operations.stack, "run_stack", run_stack)
+    result = CliRunner().invoke(app, ["up", *arguments])
+    assert result.exit_code == 0, result.output
+    [settings] = started
+    assert (settings.http_port, settings.data_dir) == (port, data_dir)
