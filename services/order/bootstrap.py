@@ -20,27 +20,15 @@ NAME = "order"
 
 def bootstrap(policy: Policy) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        ctx = OrderContext(
-            orders=Repository(runtime.store, Order, runtime.registry, NAME),
-            store=runtime.store,
-            views=runtime.documents,
-            clock=runtime.clock,
-            policy=policy,
-        )
+        orders = Repository(runtime.store, Order, runtime.registry, NAME)
+        ctx = OrderContext(orders, runtime.store, runtime.documents, runtime.clock, policy)
+        reactions = partial(handlers.react_to, ctx)
         return Wiring(
-            context=ctx,
-            subscriptions=[
-                Subscription(
-                    (PAYMENT_TOPIC, DISPUTE_TOPIC), "reactions", partial(handlers.react_to, ctx)
-                ),
+            ctx,
+            [
+                Subscription((PAYMENT_TOPIC, DISPUTE_TOPIC), "reactions", reactions),
                 Subscription(TOPICS, "view", projector(runtime.documents, ORDER_VIEW)),
             ],
         )
 
-    return ServiceSpec(
-        name=NAME,
-        title="yellowcart order service",
-        routers=[router],
-        registry=default_registry,
-        wire=wire,
-    )
+    return ServiceSpec(NAME, "yellowcart order service", [router], default_registry, wire)

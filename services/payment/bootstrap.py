@@ -18,23 +18,9 @@ NAME = "payment"
 
 def bootstrap(policy: Policy) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        ctx = PaymentContext(
-            intents=Repository(runtime.store, PaymentIntent, runtime.registry, NAME),
-            clock=runtime.clock,
-            policy=policy,
-        )
-        return Wiring(
-            context=ctx,
-            subscriptions=[
-                Subscription((ORDER_TOPIC,), "reactions", partial(handlers.on_order_event, ctx))
-            ],
-            on_timer=partial(handlers.on_timer, ctx),
-        )
+        intents = Repository(runtime.store, PaymentIntent, runtime.registry, NAME)
+        ctx = PaymentContext(intents, runtime.clock, policy)
+        consumer = Subscription((ORDER_TOPIC,), "reactions", partial(handlers.on_order_event, ctx))
+        return Wiring(ctx, [consumer], on_timer=partial(handlers.on_timer, ctx))
 
-    return ServiceSpec(
-        name=NAME,
-        title="yellowcart payment service",
-        routers=[router],
-        registry=default_registry,
-        wire=wire,
-    )
+    return ServiceSpec(NAME, "yellowcart payment service", [router], default_registry, wire)

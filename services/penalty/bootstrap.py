@@ -18,23 +18,9 @@ NAME = "penalty"
 
 def bootstrap(policy: Policy) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        ctx = PenaltyContext(
-            sellers=Repository(runtime.store, SellerRecord, runtime.registry, NAME),
-            clock=runtime.clock,
-            policy=policy,
-        )
-        return Wiring(
-            context=ctx,
-            subscriptions=[
-                Subscription((ORDER_TOPIC,), "records", partial(handlers.on_order_event, ctx))
-            ],
-            on_timer=partial(handlers.on_timer, ctx),
-        )
+        sellers = Repository(runtime.store, SellerRecord, runtime.registry, NAME)
+        ctx = PenaltyContext(sellers, runtime.clock, policy)
+        consumer = Subscription((ORDER_TOPIC,), "records", partial(handlers.on_order_event, ctx))
+        return Wiring(ctx, [consumer], on_timer=partial(handlers.on_timer, ctx))
 
-    return ServiceSpec(
-        name=NAME,
-        title="yellowcart penalty service",
-        routers=[router],
-        registry=default_registry,
-        wire=wire,
-    )
+    return ServiceSpec(NAME, "yellowcart penalty service", [router], default_registry, wire)

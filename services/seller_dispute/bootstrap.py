@@ -19,22 +19,10 @@ NAME = "seller-dispute"
 def bootstrap(policy: Policy) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
         cases = CaseRepository(runtime.store, runtime.registry, runtime.documents)
-        ctx = DisputeContext(cases=cases, clock=runtime.clock, policy=policy)
-        return Wiring(
-            context=ctx,
-            subscriptions=[
-                Subscription((ORDER_TOPIC,), "facts", partial(handlers.on_order_event, ctx)),
-                Subscription(
-                    (DISPUTE_TOPIC,), "review-queue", projector(runtime.documents, REVIEW_QUEUE)
-                ),
-            ],
-            on_timer=partial(handlers.on_timer, ctx),
-        )
+        ctx = DisputeContext(cases, runtime.clock, policy)
+        facts = Subscription((ORDER_TOPIC,), "facts", partial(handlers.on_order_event, ctx))
+        queue = projector(runtime.documents, REVIEW_QUEUE)
+        consumers = [facts, Subscription((DISPUTE_TOPIC,), "review-queue", queue)]
+        return Wiring(ctx, consumers, on_timer=partial(handlers.on_timer, ctx))
 
-    return ServiceSpec(
-        name=NAME,
-        title="yellowcart seller-dispute service",
-        routers=[router],
-        registry=default_registry,
-        wire=wire,
-    )
+    return ServiceSpec(NAME, "yellowcart seller-dispute service", [router], default_registry, wire)
