@@ -14,11 +14,14 @@ from shared.kernel.application import Repository
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
 NAME = "penalty"
+SELLER_CACHE = 10_000  # seller records kept in memory: a sale's sellers, each read incrementally
 
 
 def bootstrap(policy: Policy) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        sellers = Repository(runtime.store, SellerRecord, runtime.registry, NAME)
+        sellers = Repository(
+            runtime.store, SellerRecord, runtime.registry, NAME, cache_size=SELLER_CACHE
+        )
         ctx = PenaltyContext(sellers, runtime.clock, policy)
         consumer = Subscription((ORDER_TOPIC,), "records", partial(handlers.on_order_event, ctx))
         return Wiring(ctx, [consumer], on_timer=partial(handlers.on_timer, ctx))

@@ -14,6 +14,7 @@ is not mistaken for a repeat. A lost race reloads and decides again.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,27 +62,62 @@ class Cause:
 
 
 class Repository(Generic[A]):
+    """Loads and saves one aggregate type.
+
+    With `cache_size`, the aggregates it last saved stay in memory (least recently used ones
+    leave first) and a later `get` reads only the events stored after them, so handling one
+    more event costs the same however long the stream is: what a live-stream shop's seller
+    record needs, which every order of a sale extends. The cache is only a starting point: the
+    store is always asked for newer events (another replica may have appended), an aggregate is
+    handed to one caller at a time (taken out on `get`, put back by a successful `save`), and
+    one whose save failed is forgotten.
+    """
+
     def __init__(
-        self, store: EventStore, aggregate_type: type[A], registry: EventRegistry, producer: str
+        self,
+        store: EventStore,
+        aggregate_type: type[A],
+        registry: EventRegistry,
+        producer: str,
+        *,
+        cache_size: int = 0,
     ) -> None:
         self.store = store
         self.aggregate_type = aggregate_type
         self.registry = registry
         self.producer = producer
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, A] = OrderedDict()
 
-    async def events_of(self, aggregate_id: str) -> list[DomainEvent] | None:
-        """The aggregate's events in order (upcast), or None when its stream does not exist."""
+    async def events_of(
+        self, aggregate_id: str, after_version: int = 0
+    ) -> list[DomainEvent] | None:
+        """The aggregate's events after `after_version`, in order (upcast), or None when its
+        stream does not exist."""
         stream_id = self.aggregate_type.stream_id_for(aggregate_id)
         try:
-            envelopes = await self.store.load_stream(stream_id)
+            envelopes = await self.store.load_stream(stream_id, after_version)
         except StreamNotFound:
             return None
         events = [self.registry.decode(envelope) for envelope in envelopes]
         return [event for event in events if event is not None]
 
     async def get(self, aggregate_id: str) -> A | None:
+        cached = self._cache.pop(self.aggregate_type.stream_id_for(aggregate_id), None)
+        if cached is not None:
+            for event in await self.events_of(aggregate_id, cached.version) or ():
+                cached.apply(event)
+                cached.version += 1
+            return cached
         events = await self.events_of(aggregate_id)
         return None if events is None else self.aggregate_type.replay(aggregate_id, events)
+
+    def _keep(self, aggregate: A) -> None:
+        if self._cache_size > 0 and not aggregate.pending:
+            self._cache[aggregate.stream_id] = aggregate
+            self._cache.move_to_end(aggregate.stream_id)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
     async def save(
         self,
@@ -95,6 +131,7 @@ class Repository(Generic[A]):
         """Store what the aggregate recorded as one commit, every event stamped `at`; None when
         it recorded nothing."""
         if not aggregate.pending:
+            self._keep(aggregate)
             return None
         envelopes = [
             Envelope.of(
@@ -133,6 +170,7 @@ class Repository(Generic[A]):
         aggregate.version += len(aggregate.pending)
         aggregate.pending.clear()
         aggregate.pending_timers.clear()
+        self._keep(aggregate)
         return commit
 
 

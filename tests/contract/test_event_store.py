@@ -286,6 +286,16 @@ async def test_a_repeated_causation_is_refused_and_the_first_commit_found(
         await store.load_stream("order-2")
 
 
+async def test_a_stream_is_read_from_after_a_version(store: EventStore) -> None:
+    await store.append(new_commit("order-1", 0, count=2))
+    await store.append(new_commit("order-1", 2, count=3))
+
+    assert [e.stream_version for e in await store.load_stream("order-1", 2)] == [3, 4, 5]
+    assert await store.load_stream("order-1", 5) == []
+    with pytest.raises(StreamNotFound):
+        await store.load_stream("order-9")
+
+
 async def test_one_cause_is_stored_once_per_handler(store: EventStore) -> None:
     """The de-duplication key is (handler, cause): two reactions to one message both land,
     each of them only once."""

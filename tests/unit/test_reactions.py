@@ -75,3 +75,43 @@ async def test_two_reactions_to_one_event_in_one_service_each_record_once() -> N
     ]
     tally = await tallies.get("shop-1")
     assert tally is not None and tally.counted == ["ord-1", "ord-1"]
+
+
+class CountingStore(InMemoryEventStore):
+    """The in-memory store, counting the events each load hands out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded = 0
+
+    async def load_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
+        events = await super().load_stream(stream_id, after_version)
+        self.loaded += len(events)
+        return events
+
+
+async def test_a_cached_aggregate_reads_only_what_was_stored_after_it() -> None:
+    store = CountingStore()
+    tallies = Repository(store, Tally, default_registry(), "penalty", cache_size=10)
+    for n in range(50):
+        cause = Cause.event("orders-per-shop", placed(f"ord-{n}"), T0)
+        await handle_event(tallies, "shop-1", count(f"ord-{n}"), cause)
+    assert store.loaded == 0  # every reaction started from the aggregate it saved last
+
+    other_replica = Repository(store, Tally, default_registry(), "penalty")
+    cause = Cause.event("orders-per-shop", placed("ord-50"), T0)
+    await handle_event(other_replica, "shop-1", count("ord-50"), cause)
+    store.loaded = 0
+    tally = await tallies.get("shop-1")
+    assert tally is not None and len(tally.counted) == 51 and tally.version == 51
+    assert store.loaded == 1  # only the event the other replica appended
+
+
+async def test_an_aggregate_whose_save_failed_is_not_kept() -> None:
+    store = CountingStore()
+    tallies = Repository(store, Tally, default_registry(), "penalty", cache_size=10)
+    envelope = placed("ord-1")
+    await handle_event(tallies, "shop-1", count("ord-1"), Cause.event("h", envelope, T0))
+    await handle_event(tallies, "shop-1", count("ord-1"), Cause.event("h", envelope, T0))
+    tally = await tallies.get("shop-1")  # the duplicate's unsaved count is not in memory
+    assert tally is not None and tally.counted == ["ord-1"] and tally.version == 1

@@ -95,11 +95,11 @@ class InMemoryEventStore(EventStore):
             )
         return stored
 
-    async def load_stream(self, stream_id: str) -> list[Envelope]:
+    async def load_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
         commits = await self.stream_commits(stream_id)
-        if not commits:
+        if not commits and after_version == 0:
             raise StreamNotFound(stream_id)
-        return [event for commit in commits for event in commit.events]
+        return [e for c in commits if c.first_version > after_version for e in c.events]
 
     async def stream_commits(self, stream_id: str) -> list[Commit]:
         self._check_open()

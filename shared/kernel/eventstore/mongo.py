@@ -192,15 +192,16 @@ class MongoEventStore(EventStore):
                 raise _duplicate(commit, error) from error
         return stored
 
-    async def load_stream(self, stream_id: str) -> list[Envelope]:
+    async def load_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
         self._check_open()
+        query = {"stream_id": stream_id, "first_version": {"$gt": after_version}}
         with translated_errors():
             documents = (
-                await self._commits.find({"stream_id": stream_id}, projection={"events": True})
+                await self._commits.find(query, projection={"events": True})
                 .sort("first_version", ASCENDING)
                 .to_list(None)
             )
-        if not documents:
+        if not documents and after_version == 0:
             raise StreamNotFound(stream_id)
         return [stored_envelope(wire) for document in documents for wire in document["events"]]
 

@@ -112,8 +112,11 @@ class EventStore(ABC):
         """Store a commit atomically. Raises ConcurrencyConflict, DuplicateCausation."""
 
     @abstractmethod
-    async def load_stream(self, stream_id: str) -> list[Envelope]:
-        """Every event of a stream in version order. Raises StreamNotFound if it has none."""
+    async def load_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
+        """The events of a stream after `after_version` (a commit boundary), in version order.
+
+        Raises StreamNotFound if the stream has no event at all (`after_version` 0); a caller
+        that already holds the stream up to `after_version` gets [] when nothing is newer."""
 
     @abstractmethod
     async def stream_commits(self, stream_id: str) -> list[Commit]:

@@ -404,11 +404,13 @@ class SQLiteEventStore(EventStore):
         rows = await self._read(f"SELECT {_COMMIT_COLUMNS} FROM commits {where}", parameters)
         return [_commit(row) for row in rows]
 
-    async def load_stream(self, stream_id: str) -> list[Envelope]:
+    async def load_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
         rows = await self._read(
-            "SELECT events FROM commits WHERE stream_id = ? ORDER BY first_version", (stream_id,)
+            "SELECT events FROM commits WHERE stream_id = ? AND first_version > ? "
+            "ORDER BY first_version",
+            (stream_id, after_version),
         )
-        if not rows:
+        if not rows and after_version == 0:
             raise StreamNotFound(stream_id)
         return [stored_envelope(wire) for (events,) in rows for wire in _decode(events)]
 
