@@ -67,19 +67,8 @@ class InMemoryEventStore(EventStore):
 
         prev_hash = head.hash if head is not None else GENESIS_HASH
         self._last_position += 1
-        stored = Commit(
-            position=self._last_position,
-            stream_id=commit.stream_id,
-            first_version=commit.expected_version + 1,
-            events=tuple(commit.events),
-            topic=commit.topic,
-            partition_key=commit.partition_key,
-            causation_id=commit.causation_id,
-            prev_hash=prev_hash,
-            hash=seal(prev_hash, [event.wire() for event in commit.events]),
-            published=False,
-            handler=commit.handler,
-        )
+        hash_ = seal(prev_hash, [event.wire() for event in commit.events])
+        stored = commit.stored(self._last_position, prev_hash, hash_)
         self._commits[stored.position] = stored
         self._streams.setdefault(commit.stream_id, []).append(stored.position)
         if cause is not None:

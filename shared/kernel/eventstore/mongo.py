@@ -173,19 +173,7 @@ class MongoEventStore(EventStore):
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
-            stored = Commit(
-                position=int(counter["value"]),
-                stream_id=commit.stream_id,
-                first_version=commit.expected_version + 1,
-                events=tuple(commit.events),
-                topic=commit.topic,
-                partition_key=commit.partition_key,
-                causation_id=commit.causation_id,
-                prev_hash=prev_hash,
-                hash=seal(prev_hash, wires),
-                published=False,
-                handler=commit.handler,
-            )
+            stored = commit.stored(int(counter["value"]), prev_hash, seal(prev_hash, wires))
             try:
                 await self._commits.insert_one(_document(stored, wires, commit))
             except DuplicateKeyError as error:

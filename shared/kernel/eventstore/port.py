@@ -77,6 +77,22 @@ class NewCommit:
     timers: Sequence[NewTimer] = ()
     handler: str = ""  # who handled `causation_id`: a reaction's name, "" for a command
 
+    def stored(self, position: int, prev_hash: str, hash_: str) -> Commit:
+        """The commit as a store holds it once written at `position`, sealed after `prev_hash`."""
+        return Commit(
+            position=position,
+            stream_id=self.stream_id,
+            first_version=self.expected_version + 1,
+            events=tuple(self.events),
+            topic=self.topic,
+            partition_key=self.partition_key,
+            causation_id=self.causation_id,
+            prev_hash=prev_hash,
+            hash=hash_,
+            published=False,
+            handler=self.handler,
+        )
+
 
 @dataclass(frozen=True)
 class Commit:
