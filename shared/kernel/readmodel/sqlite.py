@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiosqlite
+import orjson
+from pydantic_core import from_json
 
 from shared.kernel.eventstore.sqlite import Synchronous, connect, translated
 from shared.kernel.readmodel.port import Document, DocumentStore, Scalar
@@ -30,6 +32,20 @@ CREATE TABLE IF NOT EXISTS documents (
 def json_path(field: str) -> str:
     """The JSON path of a top-level field, quoted so any field name is taken literally."""
     return '$."' + field.replace('"', '""') + '"'
+
+
+def _dumps(document: Document) -> str:
+    """orjson where it can (several times faster than the standard library on a view with a
+    long timeline); the standard library for what it cannot write (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(document).decode()
+    except TypeError:
+        return json.dumps(document)
+
+
+def _loads(text: str) -> Document:
+    """pydantic-core's parser: fast, and exact for integers beyond 64 bits (orjson's is not)."""
+    return dict(from_json(text, cache_strings="keys"))
 
 
 class SQLiteDocumentStore(DocumentStore):
@@ -56,13 +72,13 @@ class SQLiteDocumentStore(DocumentStore):
         rows = await self._fetch(
             "SELECT doc FROM documents WHERE collection = ? AND key = ?", (collection, key)
         )
-        return dict(json.loads(rows[0][0])) if rows else None
+        return _loads(rows[0][0]) if rows else None
 
     async def put(self, collection: str, key: str, document: Document) -> None:
         await self._fetch(
             "INSERT INTO documents (collection, key, doc) VALUES (?, ?, ?) "
             "ON CONFLICT (collection, key) DO UPDATE SET doc = excluded.doc",
-            (collection, key, json.dumps(document)),
+            (collection, key, _dumps(document)),
         )
 
     async def put_if(
@@ -73,11 +89,11 @@ class SQLiteDocumentStore(DocumentStore):
                 "INSERT INTO documents (collection, key, doc) VALUES (?, ?, ?) "
                 "ON CONFLICT (collection, key) DO NOTHING"
             )
-            parameters: list[Any] = [collection, key, json.dumps(document)]
+            parameters: list[Any] = [collection, key, _dumps(document)]
         else:
             conditions = " ".join("AND json_extract(doc, ?) = ?" for _ in match)
             sql = f"UPDATE documents SET doc = ? WHERE collection = ? AND key = ? {conditions}"
-            parameters = [json.dumps(document), collection, key]
+            parameters = [_dumps(document), collection, key]
             for field, value in match.items():
                 parameters.extend((json_path(field), value))
         async with self._lock:
@@ -109,7 +125,7 @@ class SQLiteDocumentStore(DocumentStore):
             sql.append("LIMIT ?")
             parameters.append(limit)
         rows = await self._fetch(" ".join(sql), parameters)
-        return [dict(json.loads(doc)) for (doc,) in rows]
+        return [_loads(doc) for (doc,) in rows]
 
     async def drop(self, collection: str) -> None:
         await self._fetch("DELETE FROM documents WHERE collection = ?", (collection,))
