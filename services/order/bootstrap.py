@@ -12,7 +12,6 @@ from services.order.projection import ORDER_VIEW
 from shared.contracts.events import DISPUTE_TOPIC, PAYMENT_TOPIC, TOPICS, default_registry
 from shared.contracts.policy import Policy
 from shared.kernel.application import Repository
-from shared.kernel.projection import projector
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
 NAME = "order"
@@ -27,7 +26,7 @@ def bootstrap(policy: Policy) -> ServiceSpec:
             ctx,
             [
                 Subscription((PAYMENT_TOPIC, DISPUTE_TOPIC), "reactions", reactions),
-                Subscription(TOPICS, "view", projector(runtime.documents, ORDER_VIEW)),
+                Subscription.projection(TOPICS, "view", runtime.documents, ORDER_VIEW),
             ],
         )
 

@@ -10,7 +10,6 @@ from services.seller_dispute.handlers import CaseRepository, DisputeContext
 from services.seller_dispute.review_queue import REVIEW_QUEUE
 from shared.contracts.events import DISPUTE_TOPIC, ORDER_TOPIC, default_registry
 from shared.contracts.policy import Policy
-from shared.kernel.projection import projector
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
 NAME = "seller-dispute"
@@ -21,8 +20,10 @@ def bootstrap(policy: Policy) -> ServiceSpec:
         cases = CaseRepository(runtime.store, runtime.registry, runtime.documents)
         ctx = DisputeContext(cases, runtime.clock, policy)
         facts = Subscription((ORDER_TOPIC,), "facts", partial(handlers.on_order_event, ctx))
-        queue = projector(runtime.documents, REVIEW_QUEUE)
-        consumers = [facts, Subscription((DISPUTE_TOPIC,), "review-queue", queue)]
+        queue = Subscription.projection(
+            (DISPUTE_TOPIC,), "review-queue", runtime.documents, REVIEW_QUEUE
+        )
+        consumers = [facts, queue]
         return Wiring(ctx, consumers, on_timer=partial(handlers.on_timer, ctx))
 
     return ServiceSpec(NAME, "yellowcart seller-dispute service", [router], default_registry, wire)

@@ -10,7 +10,7 @@ log (`rebuild`, which writes nothing), so a replay yields the documents the live
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from shared.kernel.events.envelope import DomainEvent, Envelope
@@ -57,15 +57,43 @@ async def project(documents: DocumentStore, projection: Projection, envelope: En
     raise ViewWriteContention(f"{projection.collection}/{key}")
 
 
-def projector(
-    documents: DocumentStore, projection: Projection
-) -> Callable[[Envelope, DomainEvent], Awaitable[None]]:
-    """A consumer's event handler that keeps `projection` in `documents`."""
+async def project_many(
+    documents: DocumentStore, projection: Projection, envelopes: Iterable[Envelope]
+) -> None:
+    """Fold a batch of envelopes: each document is read and written once for all of its
+    envelopes (in their order), not once per envelope."""
+    by_key: dict[str, list[Envelope]] = {}
+    for envelope in envelopes:
+        key = projection.key_of(envelope)
+        if key is not None:
+            by_key.setdefault(key, []).append(envelope)
+    for key, group in by_key.items():
+        for _ in range(WRITE_ATTEMPTS):
+            current = await documents.get(projection.collection, key)
+            document = current
+            for envelope in group:
+                document = projection.apply(document, envelope) or document
+            if document is current or document is None:
+                break
+            expected = None if current is None else {"revision": current["revision"]}
+            if await documents.put_if(projection.collection, key, document, expected):
+                break
+        else:
+            raise ViewWriteContention(f"{projection.collection}/{key}")
 
-    async def handle(envelope: Envelope, event: DomainEvent) -> None:
-        await project(documents, projection, envelope)
 
-    return handle
+@dataclass(frozen=True)
+class Projector:
+    """A consumer's handlers that keep `projection` in `documents`: for one event, or a batch."""
+
+    documents: DocumentStore
+    projection: Projection
+
+    async def one(self, envelope: Envelope, event: DomainEvent) -> None:
+        await project(self.documents, self.projection, envelope)
+
+    async def many(self, events: Sequence[tuple[Envelope, DomainEvent]]) -> None:
+        await project_many(self.documents, self.projection, (envelope for envelope, _ in events))
 
 
 def rebuild(

@@ -30,6 +30,7 @@ from shared.kernel.events.registry import EventRegistry
 from shared.kernel.eventstore.port import DueTimer, EventStore
 from shared.kernel.http import BodySizeLimit, install_problem_handlers
 from shared.kernel.messaging import (
+    BatchHandler,
     EventConsumer,
     EventHandler,
     as_sender,
@@ -37,6 +38,7 @@ from shared.kernel.messaging import (
     subscribe_events,
 )
 from shared.kernel.outbox import OutboxRelay, republish
+from shared.kernel.projection import Projection, Projector
 from shared.kernel.readmodel.port import DocumentStore
 from shared.kernel.settings import Settings
 from shared.kernel.storage import open_document_store, open_event_store
@@ -49,11 +51,25 @@ C = TypeVar("C")
 
 @dataclass(frozen=True)
 class Subscription:
-    """Consume `topics` in the consumer group `<service>.<purpose>` (one consumer, one join)."""
+    """Consume `topics` in the consumer group `<service>.<purpose>` (one consumer, one join);
+    `batch`, if given, takes each batch of events at once (see `subscribe_events`)."""
 
     topics: tuple[str, ...]
     purpose: str
     handler: EventHandler
+    batch: BatchHandler | None = None
+
+    @classmethod
+    def projection(
+        cls,
+        topics: Sequence[str],
+        purpose: str,
+        documents: DocumentStore,
+        projection: Projection,
+    ) -> Subscription:
+        """Keep `projection` in `documents` from `topics`, a batch's events folded together."""
+        projector = Projector(documents, projection)
+        return cls(tuple(topics), purpose, projector.one, projector.many)
 
 
 @dataclass
@@ -119,6 +135,7 @@ def create_service_app(
                     subscription.topics,
                     group_id=f"{spec.name}.{subscription.purpose}",
                     handler=subscription.handler,
+                    batch_handler=subscription.batch,
                     registry=runtime.registry,
                     clock=clock,
                     session_timeout_ms=settings.consumer_session_timeout_ms,

@@ -1,6 +1,7 @@
 """Kafka messaging: producers, the FastStream broker, the event consumer."""
 
 from shared.kernel.messaging.consumer import (
+    BatchHandler,
     ConsumerMetrics,
     EventConsumer,
     EventHandler,
@@ -22,6 +23,7 @@ from shared.kernel.messaging.kafka import (
 
 __all__ = [
     "AIOKafkaSender",
+    "BatchHandler",
     "ConsumerMetrics",
     "EventConsumer",
     "EventHandler",

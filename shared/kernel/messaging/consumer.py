@@ -63,7 +63,12 @@ from shared.kernel.messaging.kafka import Headers, RecordSender, as_sender, send
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[Envelope, DomainEvent], Awaitable[None]]
+BatchHandler = Callable[[Sequence[tuple[Envelope, DomainEvent]]], Awaitable[None]]
+Records = Sequence[ConsumerRecord[Any, Any]]
+CommitOffsets = Callable[[dict[TopicPartition, int]], Awaitable[None]]
 DLQ_SUFFIX = ".dlq"
+MAX_BATCH_RECORDS = 500
+BATCH_WAIT_MS = 50  # how long an idle consumer waits for records before asking again
 MAX_ERROR_HEADER_CHARS = 2000
 
 
@@ -161,9 +166,11 @@ class EventConsumer:
         dlq_retry: RetryPolicy | None = None,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.topic = topic
         self.handler = handler
+        self.batch_handler = batch_handler
         self.registry = registry
         self.dead_letters = dead_letters
         self.retry = retry or RetryPolicy()
@@ -191,21 +198,77 @@ class EventConsumer:
                 exc_info=True,
             )
 
-    async def _resolve(self, record: ConsumerRecord[Any, Any]) -> None:
+    async def process_batch(self, records: Records, commit: CommitOffsets) -> None:
+        """Resolve a batch of records (in order per partition), then commit each partition once.
+
+        Without a batch handler every record is resolved in turn, as `process` does; when the
+        batch is cancelled (shutdown), the records resolved so far are committed and the rest
+        is redelivered. With a batch handler (a projection folding many events into few
+        documents), the batch's events go to it at once after poison messages were
+        dead-lettered; if it fails, every event is handled alone with the usual retries, so
+        one bad event cannot hold the others back. Nothing of the batch is committed before
+        all of it is resolved: at least once, as for single records.
+        """
+        resolved: dict[TopicPartition, int] = {}
+        if self.batch_handler is not None:
+            await self._resolve_together(records, self.batch_handler)
+        else:
+            try:
+                for record in records:
+                    await self._resolve(record)
+                    resolved[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            except asyncio.CancelledError:
+                if resolved:
+                    await asyncio.shield(self._commit(commit, resolved))
+                raise
+        await self._commit(commit, {_partition(r): r.offset + 1 for r in records})
+
+    async def _resolve_together(self, records: Records, batch_handler: BatchHandler) -> None:
+        decoded = [(record, await self._decode(record)) for record in records]
+        events = [(record, *pair) for record, pair in decoded if pair is not None]
+        if not events:
+            return
+        try:
+            await batch_handler([(envelope, event) for _, envelope, event in events])
+        except Exception:
+            log.warning("batch handler failed; handling its %d events one by one", len(events))
+            for record, envelope, event in events:
+                await self._handle(record, envelope, event)
+        else:
+            self.metrics.processed += len(events)
+
+    async def _commit(self, commit: CommitOffsets, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await commit(offsets)
+        except Exception:
+            # The partition was probably reassigned: its new owner reads from the last
+            # committed offset, so these records are handled again there (idempotently).
+            self.metrics.commit_failures += 1
+            log.warning("offset commit failed for %s; redelivered", offsets, exc_info=True)
+
+    async def _decode(
+        self, record: ConsumerRecord[Any, Any]
+    ) -> tuple[Envelope, DomainEvent] | None:
+        """The record's envelope and event, or None once it was dead-lettered or skipped."""
         try:
             envelope = Envelope.model_validate_json(record.value or b"")
         except ValidationError as error:
             await self._dead_letter(record, error, reason="invalid_envelope", attempts=0)
-            return
+            return None
         try:
             event = self.registry.decode(envelope)
         except (ValidationError, ValueError) as error:
             await self._dead_letter(record, error, reason="invalid_payload", attempts=0)
-            return
+            return None
         if event is None:
             self.metrics.unknown_types += 1
-            return
-        await self._handle(record, envelope, event)
+            return None
+        return envelope, event
+
+    async def _resolve(self, record: ConsumerRecord[Any, Any]) -> None:
+        decoded = await self._decode(record)
+        if decoded is not None:
+            await self._handle(record, *decoded)
 
     async def _handle(
         self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
@@ -302,10 +365,14 @@ def _is_utf8(value: bytes) -> bool:
     return True
 
 
+def _partition(record: ConsumerRecord[Any, Any]) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
+
+
 async def _tolerant_parser(
-    record: ConsumerRecord[Any, Any], original: Callable[[Any], Awaitable[Any]]
+    records: tuple[ConsumerRecord[Any, Any], ...], original: Callable[[Any], Awaitable[Any]]
 ) -> Any:
-    return await original(_repaired_headers(record))
+    return await original(tuple(_repaired_headers(record) for record in records))
 
 
 async def _raw_decoder(message: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -326,12 +393,18 @@ def subscribe_events(
     dead_letters: RecordSender | None = None,
     partitions: int = 4,
     auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest",
+    batch_handler: BatchHandler | None = None,
+    max_records: int = MAX_BATCH_RECORDS,
     **subscriber_options: Any,
 ) -> EventConsumer:
     """Register `handler` for the events of `topic` (one or several) in consumer group `group_id`.
 
     Several topics share one consumer (one group join); each record still dead-letters to its
     own `<topic>.dlq`.
+
+    Records are read in batches (`getmany`, at most `max_records`): whatever has arrived is
+    handled together and each partition's offset committed once per batch, instead of one
+    broker round trip per record; `batch_handler` (optional) takes a batch's events at once.
 
     Call before `broker.start()`. `partitions` is used only if FastStream has to create the
     topic (its own default would be a single partition). `subscriber_options` go to
@@ -347,6 +420,7 @@ def subscribe_events(
         retry=retry,
         dlq_retry=dlq_retry,
         clock=clock,
+        batch_handler=batch_handler,
     )
     subscriber = broker.subscriber(
         *(Topic(name, num_partitions=partitions) for name in topics),
@@ -355,21 +429,23 @@ def subscribe_events(
         auto_offset_reset=auto_offset_reset,
         parser=_tolerant_parser,
         decoder=_raw_decoder,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=BATCH_WAIT_MS,
         **subscriber_options,
     )
 
-    async def on_record(message: KafkaMessage) -> None:
-        record: ConsumerRecord[Any, Any] = message.raw_message
+    async def on_records(message: KafkaMessage) -> None:
+        records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message
         client = message.consumer
 
-        async def commit() -> None:
+        async def commit(offsets: dict[TopicPartition, int]) -> None:
             if isinstance(client, AIOKafkaConsumer):
-                partition = TopicPartition(record.topic, record.partition)
-                await client.commit({partition: record.offset + 1})
+                await client.commit(offsets)
             else:
                 await message.ack()
 
-        await consumer.process(record, commit)
+        await consumer.process_batch(records, commit)
 
-    subscriber(on_record)
+    subscriber(on_records)
     return consumer
