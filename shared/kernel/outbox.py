@@ -24,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -92,6 +92,19 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.backoff = backoff or RetryPolicy(first_delay_s=0.1, max_delay_s=5.0)
         self.metrics = RelayMetrics()
+        self._lease_until: datetime | None = None
+
+    async def _hold_lease(self) -> bool:
+        """Take or renew the lease; while a third of its time has not passed since the last
+        renewal it is still ours, and the store is not asked again (a write per run saved)."""
+        now = self.clock.now()
+        if self._lease_until is not None and now < self._lease_until - self.lease_ttl * 2 / 3:
+            return True
+        if await self.store.try_lease(self.lease_name, self.owner, self.lease_ttl, now):
+            self._lease_until = now + self.lease_ttl
+            return True
+        self._lease_until = None
+        return False
 
     async def run_once(self) -> int:
         """Publish one batch of unpublished commits; return the number of events published.
@@ -99,9 +112,7 @@ class OutboxRelay:
         Returns 0 without reading anything while another owner holds the lease. Raises
         `OutboxPublishError` after marking what succeeded when some send failed.
         """
-        if not await self.store.try_lease(
-            self.lease_name, self.owner, self.lease_ttl, self.clock.now()
-        ):
+        if not await self._hold_lease():
             self.metrics.runs_without_lease += 1
             return 0
         commits = await self.store.unpublished(self.batch_size)
@@ -175,6 +186,7 @@ class OutboxRelay:
                         wait = 0.0  # more may be waiting: go on at once
                 await _wait(stop_event, wait)
         finally:
+            self._lease_until = None
             try:
                 await self.store.release_lease(self.lease_name, self.owner)
             except Exception:

@@ -140,6 +140,7 @@ def create_service_app(
                     clock=clock,
                     session_timeout_ms=settings.consumer_session_timeout_ms,
                     heartbeat_interval_ms=settings.consumer_session_timeout_ms // 5,
+                    fetch_max_wait_ms=settings.consumer_fetch_wait_ms,
                 )
             )
         owner = process_owner(spec.name, settings.instance_id)

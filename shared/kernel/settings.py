@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     consumer_session_timeout_ms: int = Field(
         6000, description="consumer-group session timeout: how fast a dead consumer is replaced"
     )
+    consumer_fetch_wait_ms: int = Field(
+        100,
+        description="how long the broker may hold a consumer's fetch when nothing is new: "
+        "the latency an idle consumer adds to the next event",
+    )
     timer_interval_s: float = Field(0.2, description="timer scheduler poll interval")
 
     @model_validator(mode="after")

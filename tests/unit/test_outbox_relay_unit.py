@@ -150,3 +150,28 @@ async def test_run_loop_backs_off_while_the_broker_fails_and_releases_its_lease(
     assert relay.metrics.failures == 2
     other = OutboxRelay(store, FakeSender(), FakeClock(NOW), owner="r2")
     assert await other.store.try_lease("outbox", "r2", timedelta(seconds=1), NOW)
+
+
+class LeaseCountingStore(InMemoryEventStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lease_requests = 0
+
+    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+        self.lease_requests += 1
+        return await super().try_lease(name, owner, ttl, now)
+
+
+async def test_the_relay_renews_its_lease_only_once_a_third_of_it_has_passed() -> None:
+    store, clock = LeaseCountingStore(), FakeClock(datetime(2026, 3, 2, tzinfo=UTC))
+    relay = OutboxRelay(store, FakeSender(), clock, "me", lease_ttl=timedelta(seconds=15))
+    for _ in range(10):
+        await relay.run_once()
+        clock.advance(timedelta(milliseconds=400))  # 4 s in all: within the first third
+    assert store.lease_requests == 1
+    clock.advance(timedelta(seconds=2))
+    await relay.run_once()
+    assert store.lease_requests == 2
+    rival = OutboxRelay(store, FakeSender(), clock, "rival", lease_ttl=timedelta(seconds=15))
+    assert await rival.run_once() == 0  # the renewed lease still holds the rival off
+    assert rival.metrics.runs_without_lease == 1
