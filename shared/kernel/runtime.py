@@ -194,10 +194,13 @@ def _name_the_text_schema(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def context_of(context_type: type[C]) -> Callable[[Request], C]:
-    """A FastAPI dependency handing a route its service's context (built by `wire`)."""
+def context_of(context_type: type[C]) -> Callable[[Request], Awaitable[C]]:
+    """A FastAPI dependency handing a route its service's context (built by `wire`).
 
-    def dependency(request: Request) -> C:
+    Async although it awaits nothing: FastAPI runs a plain function dependency in a worker
+    thread, a thread hop on every request for a field lookup."""
+
+    async def dependency(request: Request) -> C:
         context = request.app.state.context
         if not isinstance(context, context_type):
             raise TypeError(f"this app's context is not a {context_type.__name__}")
@@ -206,7 +209,7 @@ def context_of(context_type: type[C]) -> Callable[[Request], C]:
     return dependency
 
 
-def runtime_of(request: Request) -> Runtime:
+async def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
