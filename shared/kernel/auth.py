@@ -6,8 +6,10 @@ In the embedded default a development secret signs tokens; settings refuse it an
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 
 import jwt
 from pydantic import BaseModel, ConfigDict
@@ -47,10 +49,22 @@ def mint_token(secret: str, sub: str, role: Role, now: datetime, ttl: timedelta)
 
 
 def verify_token(secret: str, token: str) -> Caller:
+    """The caller a token names. A token verified before is not verified again (a buyer sends
+    the same one with every request) until it expires; a token that fails is never kept."""
+    caller, expires_at = _verified(secret, token)
+    if time.time() >= expires_at:
+        raise InvalidToken("Signature has expired")
+    return caller
+
+
+@lru_cache(maxsize=4096)
+def _verified(secret: str, token: str) -> tuple[Caller, float]:
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
         )
-        return Caller(sub=str(claims["sub"]), role=Role(str(claims.get("role"))))
+        return Caller(sub=str(claims["sub"]), role=Role(str(claims.get("role")))), float(
+            claims["exp"]
+        )
     except (jwt.PyJWTError, ValueError) as error:
         raise InvalidToken(str(error)) from None

@@ -124,3 +124,14 @@ def test_up_takes_its_port_and_data_directory_from_the_settings_like_serve(
     assert result.exit_code == 0, result.output
     [settings] = started
     assert (settings.http_port, settings.data_dir) == (port, data_dir)
+
+
+def test_a_token_verified_once_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    issued = datetime.now(UTC)
+    token = mint_token(SECRET, "b-7", Role.BUYER, issued, timedelta(hours=1))
+    assert verify_token(SECRET, token).sub == "b-7"
+    assert verify_token(SECRET, token).sub == "b-7"  # from the cache of verified tokens
+    later = (issued + timedelta(hours=1, seconds=1)).timestamp()
+    monkeypatch.setattr("shared.kernel.auth.time.time", lambda: later)
+    with pytest.raises(InvalidToken, match="expired"):
+        verify_token(SECRET, token)
