@@ -21,7 +21,7 @@ from shared.kernel.application import Repository
 from shared.kernel.clock import FakeClock
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.eventstore.memory import InMemoryEventStore
-from shared.kernel.projection import project
+from shared.kernel.projection import project, project_many, rebuild
 from shared.kernel.readmodel.sqlite import SQLiteDocumentStore
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -99,3 +99,15 @@ async def test_a_redelivered_event_does_not_bump_the_revision(tmp_path: Path) ->
     view = await ctx.views.get(COLLECTION, ORDER)
     assert view is not None and view["revision"] == 1
     await ctx.views.close()
+
+
+async def test_a_view_folded_in_batches_equals_its_rebuild_and_ignores_redelivery(tmp_path: Path) -> None:
+    """A batch folds each document once; the result equals the rebuild from the log, and a
+    redelivered batch changes nothing."""
+    documents = await SQLiteDocumentStore.open(str(tmp_path / "order.db"))
+    envelopes = [envelope for envelope, _ in events_of_two_streams()]
+    for _ in range(2):  # the second time: everything redelivered
+        for start in range(0, len(envelopes), 7):
+            await project_many(documents, ORDER_VIEW, envelopes[start : start + 7])
+    assert await documents.get(COLLECTION, ORDER) == rebuild(ORDER_VIEW, envelopes)[ORDER]
+    await documents.close()

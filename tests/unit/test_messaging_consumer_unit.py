@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from shared.contracts.events import OrderShipped, default_registry
 from shared.kernel.clock import FakeClock
@@ -304,3 +306,108 @@ async def test_cancelled_handler_commits_nothing() -> None:
         await task
     assert commits.count == 0
     assert sender.sent == []
+
+
+# --- batches --------------------------------------------------------------------------------
+
+
+def envelope_for(order_id: str, version: int) -> bytes:
+    return (
+        Envelope(
+            event_type="OrderShipped",
+            schema_version=1,
+            stream_id=f"order-{order_id}",
+            stream_version=version,
+            occurred_at=NOW,
+            producer="order",
+            correlation_id=order_id,
+            data={"order_id": order_id, "seller_id": "s-1"},
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def batch_record(value: bytes, partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
+    return dataclasses.replace(record(value, offset), partition=partition)
+
+
+class OffsetCommits:
+    def __init__(self) -> None:
+        self.calls: list[dict[TopicPartition, int]] = []
+
+    async def __call__(self, offsets: dict[TopicPartition, int]) -> None:
+        self.calls.append(dict(offsets))
+
+
+async def test_a_batch_is_committed_once_per_partition_after_every_record_is_resolved() -> None:
+    handled: list[str] = []
+
+    async def handle(envelope: Envelope, event: DomainEvent) -> None:
+        handled.append(envelope.stream_id)
+
+    sender, commits = FakeSender(), OffsetCommits()
+    consumer, _ = consumer_with(handle, sender)
+    records = [
+        batch_record(envelope_for("a", 1), partition=0, offset=10),
+        batch_record(b"garbage", partition=1, offset=4),
+        batch_record(envelope_for("b", 1), partition=1, offset=5),
+        batch_record(envelope_for("a", 2), partition=0, offset=11),
+    ]
+    await consumer.process_batch(records, commits)
+    assert handled == ["order-a", "order-b", "order-a"]
+    assert [topic for topic, *_ in sender.sent] == ["order.events.dlq"]
+    assert commits.calls == [
+        {TopicPartition("order.events", 0): 12, TopicPartition("order.events", 1): 6}
+    ]
+
+
+async def test_a_failing_batch_handler_falls_back_to_each_event_with_retries() -> None:
+    """One event the batch cannot take: the others are handled, it is retried then
+    dead-lettered, and only then is the batch committed."""
+    one_by_one: list[str] = []
+
+    async def handle(envelope: Envelope, event: DomainEvent) -> None:
+        if envelope.stream_id == "order-bad":
+            raise ValueError("cannot fold this one")
+        one_by_one.append(envelope.stream_id)
+
+    async def handle_batch(events: Sequence[tuple[Envelope, DomainEvent]]) -> None:
+        raise ValueError("one of them cannot be folded")
+
+    sender, commits = FakeSender(), OffsetCommits()
+    consumer, sleeps = consumer_with(handle, sender, attempts=3)
+    consumer.batch_handler = handle_batch
+    records = [
+        batch_record(envelope_for("a", 1), partition=0, offset=1),
+        batch_record(envelope_for("bad", 1), partition=0, offset=2),
+        batch_record(envelope_for("c", 1), partition=0, offset=3),
+    ]
+    await consumer.process_batch(records, commits)
+    assert one_by_one == ["order-a", "order-c"]
+    assert [headers["source_offset"] for *_, headers in sender.sent] == [b"2"]
+    assert sleeps == [0.05, 0.1]  # the bad one was retried in place before the DLQ
+    assert commits.calls == [{TopicPartition("order.events", 0): 4}]
+
+
+async def test_a_cancelled_batch_commits_only_what_it_resolved() -> None:
+    started = asyncio.Event()
+
+    async def handle(envelope: Envelope, event: DomainEvent) -> None:
+        if envelope.stream_id == "order-slow":
+            started.set()
+            await asyncio.sleep(60)
+
+    sender, commits = FakeSender(), OffsetCommits()
+    consumer, _ = consumer_with(handle, sender)
+    records = [
+        batch_record(envelope_for("fast", 1), partition=0, offset=1),
+        batch_record(envelope_for("slow", 1), partition=0, offset=2),
+        batch_record(envelope_for("after", 1), partition=0, offset=3),
+    ]
+    task = asyncio.create_task(consumer.process_batch(records, commits))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert commits.calls == [{TopicPartition("order.events", 0): 2}]  # the fast one only

@@ -186,21 +186,12 @@ class EventConsumer:
     async def process(
         self, record: ConsumerRecord[Any, Any], commit: Callable[[], Awaitable[None]]
     ) -> None:
-        """Resolve the record, then commit it. Cancellation leaves it uncommitted."""
-        await self._resolve(record)
-        try:
+        """Resolve one record, then commit it. Cancellation leaves it uncommitted."""
+
+        async def commit_it(offsets: dict[TopicPartition, int]) -> None:
             await commit()
-        except Exception:
-            # The partition was probably reassigned: its new owner reads from the last
-            # committed offset, so this record is handled again there (idempotently).
-            self.metrics.commit_failures += 1
-            log.warning(
-                "offset commit failed for %s[%s]@%s; it will be redelivered",
-                record.topic,
-                record.partition,
-                record.offset,
-                exc_info=True,
-            )
+
+        await self.process_batch([record], commit_it)
 
     async def process_batch(self, records: Records, commit: CommitOffsets) -> None:
         """Resolve a batch of records (in order per partition), then commit each partition once.
