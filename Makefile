@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test lint typecheck format run up demo bench bench-store bench-load clean
+.PHONY: install test lint typecheck format run up demo bench bench-store bench-load bench-drain clean
 
 install: $(STAMP)
 
@@ -35,13 +35,16 @@ up: run
 demo: install
 	$(BIN)/yellowcart demo
 
-bench: bench-store
+bench: bench-store bench-load bench-drain
 
 bench-store: install
 	$(BIN)/python -m bench.store
 
 bench-load: install
 	$(BIN)/python -m bench.load
+
+bench-drain: install
+	$(BIN)/python -m bench.drain
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
