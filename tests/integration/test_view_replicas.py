@@ -101,7 +101,9 @@ async def test_a_redelivered_event_does_not_bump_the_revision(tmp_path: Path) ->
     await ctx.views.close()
 
 
-async def test_a_view_folded_in_batches_equals_its_rebuild_and_ignores_redelivery(tmp_path: Path) -> None:
+async def test_a_view_folded_in_batches_equals_its_rebuild_and_ignores_redelivery(
+    tmp_path: Path,
+) -> None:
     """A batch folds each document once; the result equals the rebuild from the log, and a
     redelivered batch changes nothing."""
     documents = await SQLiteDocumentStore.open(str(tmp_path / "order.db"))
