@@ -813,7 +813,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "clock_ticks_per_s": os.sysconf("SC_CLK_TCK"),
     }
-    try:
+    with contextlib.suppress(OSError):  # not Linux: no model, no memory size
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 info["cpu_model"] = line.split(":", 1)[1].strip()
@@ -821,8 +821,6 @@ def machine_info() -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 info["mem_total_mb"] = int(line.split()[1]) // 1024
-    except OSError:
-        pass
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         info["git_head"] = subprocess.run(
             ["git", "rev-parse", "HEAD"],

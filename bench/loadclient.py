@@ -200,7 +200,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         size = int(size_line.split(b";", 1)[0].strip(), 16)
         if size == 0:
             while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers, then the blank line
-                pass
+                continue
             return b"".join(parts)
         parts.append(await reader.readexactly(size))
         await reader.readexactly(2)
