@@ -15,6 +15,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ COMMITS_PER_STREAM = 5
 APPEND_TARGET = 2.0  # ours / eventsourcing
 READ_TARGET = 0.50  # ours / raw sqlite3 + orjson (the same rows fetched and their JSON parsed)
 READ_REPEATS = 3
+WRITERS = 16  # concurrent appenders in the concurrent rows
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 EVENT_TYPES = ("OrderPlaced", "OrderPaymentConfirmed", "OrderShipped", "OrderCancelled")
 
@@ -132,12 +134,66 @@ async def bench_ours(path: Path, commits: list[NewCommit], synchronous: Synchron
     return Result(f"ours (synchronous={synchronous})", total / append_s, read / read_s)
 
 
-def bench_eventsourcing(
+async def bench_ours_concurrent(
+    path: Path, commits: list[NewCommit], synchronous: Synchronous, writers: int
+) -> float:
+    """Append events/s with `writers` concurrent appenders (a service under load): each takes
+    whole streams, in order, so only commits of different streams are in flight together."""
+    streams: dict[str, list[NewCommit]] = {}
+    for commit in commits:
+        streams.setdefault(commit.stream_id, []).append(commit)
+    shares: list[list[NewCommit]] = [[] for _ in range(writers)]
+    for number, stream in enumerate(streams.values()):
+        shares[number % writers].extend(stream)
+    store = await SQLiteEventStore.open(str(path), synchronous=synchronous)
+    try:
+
+        async def write(share: list[NewCommit]) -> None:
+            for commit in share:
+                await store.append(commit)
+
+        gc.collect()
+        began = time.perf_counter()
+        await asyncio.gather(*(write(share) for share in shares))
+        append_s = time.perf_counter() - began
+    finally:
+        await store.close()
+    return len(commits) * EVENTS_PER_COMMIT / append_s
+
+
+def bench_eventsourcing_concurrent(
     path: Path,
     payloads: list[list[tuple[str, int, str, bytes]]],
-    synchronous: Synchronous | None = None,
-) -> Result:
-    """The library as it ships (`synchronous` None: SQLite's default, FULL) or at a given level."""
+    synchronous: Synchronous | None,
+    writers: int,
+) -> float:
+    """The library's append with `writers` threads, each taking whole streams in order."""
+    recorder, datastore, batches = _eventsourcing_recorder(path, payloads, synchronous)
+    by_stream: dict[Any, list[Any]] = {}
+    for batch in batches:
+        by_stream.setdefault(batch[0].originator_id, []).append(batch)
+    shares: list[list[Any]] = [[] for _ in range(writers)]
+    for number, stream in enumerate(by_stream.values()):
+        shares[number % writers].extend(stream)
+
+    def write(share: list[Any]) -> None:
+        for batch in share:
+            recorder.insert_events(batch)
+
+    gc.collect()
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        list(pool.map(write, shares))
+    append_s = time.perf_counter() - began
+    datastore.close()
+    return sum(len(batch) for batch in batches) / append_s
+
+
+def _eventsourcing_recorder(
+    path: Path,
+    payloads: list[list[tuple[str, int, str, bytes]]],
+    synchronous: Synchronous | None,
+) -> tuple[Any, Any, list[list[Any]]]:
     from eventsourcing.persistence import StoredEvent
     from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
@@ -166,6 +222,16 @@ def bench_eventsourcing(
         ]
         for commit in payloads
     ]
+    return recorder, datastore, batches
+
+
+def bench_eventsourcing(
+    path: Path,
+    payloads: list[list[tuple[str, int, str, bytes]]],
+    synchronous: Synchronous | None = None,
+) -> Result:
+    """The library as it ships (`synchronous` None: SQLite's default, FULL) or at a given level."""
+    recorder, datastore, batches = _eventsourcing_recorder(path, payloads, synchronous)
 
     def append() -> int:
         for batch in batches:
@@ -258,6 +324,17 @@ def main(argv: list[str] | None = None) -> None:
         library = bench_eventsourcing(folder / "eventsourcing.db", payloads)
         library_normal = bench_eventsourcing(folder / "eventsourcing-normal.db", payloads, "NORMAL")
         raw, raw_parsed = bench_raw(folder / "raw.db", payloads)
+        concurrent = {
+            level: (
+                asyncio.run(
+                    bench_ours_concurrent(folder / f"ours-c-{level}.db", commits, level, WRITERS)
+                ),
+                bench_eventsourcing_concurrent(
+                    folder / f"es-c-{level}.db", payloads, level, WRITERS
+                ),
+            )
+            for level in ("NORMAL", "FULL")
+        }
 
     events = len(commits) * EVENTS_PER_COMMIT
     print(
@@ -278,6 +355,10 @@ def main(argv: list[str] | None = None) -> None:
     print("equal settings (no target):")
     print(f"  {'append both FULL':<36} {append_ratio_full:6.2f}x")
     print(f"  {'append both NORMAL':<36} {append_ratio_normal:6.2f}x")
+    print(f"{WRITERS} concurrent appenders, equal settings (target >= {APPEND_TARGET:.2f}x):")
+    for level, (ours_rate, library_rate) in concurrent.items():
+        verdict = _verdict(f"  append both {level}", ours_rate / library_rate, APPEND_TARGET)
+        print(f"{verdict}   ours {ours_rate:,.0f} ev/s, eventsourcing {library_rate:,.0f} ev/s")
     print(_verdict("read ours / raw sqlite3 + orjson", read_ratio, READ_TARGET))
     print(f"  {'read ours / raw sqlite3 unparsed':<36} {read_ratio_unparsed:6.2f}x  (no target)")
     print(

@@ -27,7 +27,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 from shared.kernel.eventstore.memory import InMemoryEventStore
 from shared.kernel.eventstore.mongo import MongoEventStore
 from shared.kernel.eventstore.port import EventStore, EventStoreError
-from shared.kernel.eventstore.sqlite import SQLiteEventStore
+from shared.kernel.eventstore.sqlite import SQLiteEventStore, Synchronous
 from shared.kernel.readmodel.memory import InMemoryDocumentStore
 from shared.kernel.readmodel.mongo import MongoDocumentStore
 from shared.kernel.readmodel.port import DocumentStore
@@ -37,6 +37,7 @@ NO_REAL_MONGODB = "no real MongoDB: set MONGODB_URL or run a Docker daemon"
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
+    pytest.param("sqlite-full", id="sqlite-full"),
     pytest.param("memory-fake", id="memory-fake"),
     pytest.param("mongo-fake-mongomock", id="mongo-fake-mongomock"),
     pytest.param(
@@ -119,15 +120,21 @@ class Backend:
 
 
 class SQLiteBackend(Backend):
+    """`synchronous=NORMAL` (the default: appends on the event loop's thread) or `FULL`
+    (appends on the writer's thread, concurrent ones group-committed)."""
+
     name = "sqlite"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, synchronous: Synchronous = "NORMAL") -> None:
         self.opened = []
         self.path = directory / "service.db"
         self.directory = directory
+        self.synchronous: Synchronous = synchronous
+        if synchronous != "NORMAL":
+            self.name = f"sqlite-{synchronous.lower()}"
 
     async def _open(self) -> EventStore:
-        return await SQLiteEventStore.open(str(self.path))
+        return await SQLiteEventStore.open(str(self.path), synchronous=self.synchronous)
 
     async def _open_documents(self) -> DocumentStore:
         return await SQLiteDocumentStore.open(str(self.path))
@@ -149,7 +156,7 @@ class SQLiteBackend(Backend):
         return await self.open_at(garbage)
 
     async def open_at(self, path: Path) -> EventStore:
-        store = await SQLiteEventStore.open(str(path))
+        store = await SQLiteEventStore.open(str(path), synchronous=self.synchronous)
         self.opened.append(store)
         return store
 
@@ -245,6 +252,8 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     chosen: Backend
     if request.param == "sqlite":
         chosen = SQLiteBackend(tmp_path)
+    elif request.param == "sqlite-full":
+        chosen = SQLiteBackend(tmp_path, "FULL")
     elif request.param == "memory-fake":
         chosen = MemoryBackend()
     elif request.param == "mongo-fake-mongomock":

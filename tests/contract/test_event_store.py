@@ -286,6 +286,39 @@ async def test_a_repeated_causation_is_refused_and_the_first_commit_found(
         await store.load_stream("order-2")
 
 
+async def test_concurrent_appends_refuse_only_the_conflicting_and_duplicate_ones(
+    store: EventStore,
+) -> None:
+    """Appends in flight together (a group commit, where the store makes one) succeed or fail
+    one by one: a stale version and a repeated cause are refused, everything else is stored,
+    and every chain still verifies."""
+    await store.append(new_commit("order-1", 0))
+    await store.append(new_commit("order-9", 0, causation_id="ev-1", handler="h"))
+    appends = [
+        new_commit("order-1", 1),
+        new_commit("order-1", 0),  # stale: order-1 is already at version 1
+        new_commit("order-2", 0),
+        new_commit("order-3", 0, causation_id="ev-1", handler="h"),  # already handled
+        new_commit("order-4", 0, count=3),
+        new_commit("order-2", 1),  # after order-2's first commit in the same batch
+    ]
+    outcomes = await asyncio.gather(*(store.append(c) for c in appends), return_exceptions=True)
+
+    assert isinstance(outcomes[1], ConcurrencyConflict)
+    assert isinstance(outcomes[3], DuplicateCausation)
+    stored = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert [(c.stream_id, c.first_version) for c in stored] == [
+        ("order-1", 2),
+        ("order-2", 1),
+        ("order-4", 1),
+        ("order-2", 2),
+    ]
+    for stream in ("order-1", "order-2", "order-4"):
+        assert verify_chain(await store.stream_commits(stream)) == []
+    with pytest.raises(StreamNotFound):
+        await store.load_stream("order-3")
+
+
 async def test_a_stream_is_read_from_after_a_version(store: EventStore) -> None:
     await store.append(new_commit("order-1", 0, count=2))
     await store.append(new_commit("order-1", 2, count=3))

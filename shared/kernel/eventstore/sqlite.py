@@ -29,7 +29,9 @@ import logging
 import sqlite3
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -209,6 +211,8 @@ class SQLiteEventStore(EventStore):
         self._appender = appender
         self._point_reader = _point_reader(appender)
         self._heads: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._queue: list[tuple[_Pending, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Future[None] | None = None
         self._appends_since_checkpoint = 0
         self._checkpoints: set[asyncio.Task[Any]] = set()
 
@@ -254,54 +258,20 @@ class SQLiteEventStore(EventStore):
             for timer in commit.timers
         ]
 
-        known_head = self._known_head(commit)
-
-        def transaction(connection: sqlite3.Connection) -> tuple[int, str, str]:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                if known_head is not None:
-                    prev_hash = known_head
-                else:
-                    head = connection.execute(_HEAD, (commit.stream_id,)).fetchone()
-                    head_version, prev_hash = head if head is not None else (0, GENESIS_HASH)
-                    if head_version != commit.expected_version:
-                        raise ConcurrencyConflict(commit.stream_id, commit.expected_version)
-                hash_ = seal_canonical(prev_hash, canonical)
-                position = connection.execute(
-                    _INSERT_COMMIT,
-                    (
-                        commit.stream_id,
-                        first_version,
-                        last_version,
-                        canonical.decode(),
-                        commit.topic,
-                        commit.partition_key,
-                        commit.causation_id,
-                        prev_hash,
-                        hash_,
-                        commit.handler,
-                    ),
-                ).lastrowid
-                if timers:
-                    connection.executemany(_INSERT_TIMER, timers)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            assert position is not None
-            return position, prev_hash, hash_
-
+        pending = _Pending(commit, canonical, timers, self._known_head(commit))
         try:
             if self._appender is not None:
-                position, prev_hash, hash_ = await self._append_here(transaction)
-            else:
-                position, prev_hash, hash_ = await translated(
-                    run_in_connection_thread(self._writer, transaction)
+                position, prev_hash, hash_ = _outcome(
+                    (await self._append_here(partial(_write_group, [pending])))[0]
                 )
+            else:
+                position, prev_hash, hash_ = await self._append_in_group(pending)
         except sqlite3.IntegrityError as error:
             self._heads.pop(commit.stream_id, None)
             raise _integrity_error(commit, error) from error
+        except ConcurrencyConflict:
+            self._heads.pop(commit.stream_id, None)
+            raise
         self._remember_head(commit.stream_id, last_version, hash_)
         return stored_commit(
             position,
@@ -316,6 +286,41 @@ class SQLiteEventStore(EventStore):
             False,
             commit.handler,
         )
+
+    async def _append_in_group(self, pending: _Pending) -> tuple[int, str, str]:
+        """Group commit, where each commit is its own fsync (`synchronous=FULL`): appends that
+        arrive while a transaction is being written on the writer's thread wait, and the next
+        transaction takes all of them, one fsync for the group. Each commit of a group is
+        written in a savepoint, so a conflict or a duplicate fails its own append only.
+
+        A caller cancelled while its append waits in the queue may still find it written (as
+        with any write whose answer was lost): commands and reactions are idempotent."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, str, str] | BaseException] = loop.create_future()
+        self._queue.append((pending, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_groups())
+        return _outcome(await asyncio.shield(future))
+
+    async def _flush_groups(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue, []
+            try:
+                outcomes = await translated(
+                    run_in_connection_thread(
+                        self._writer, partial(_write_group, [p for p, _ in group])
+                    )
+                )
+            except BaseException as error:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+                continue
+            for (_, future), outcome in zip(group, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
 
     def _known_head(self, commit: NewCommit) -> str | None:
         """The previous hash when it is known without reading: a new stream's, or the head
@@ -525,6 +530,92 @@ def _appender(path: str, synchronous: Synchronous) -> sqlite3.Connection:
     except sqlite3.Error as error:
         raise StoreUnavailable(f"cannot open SQLite database {path}: {error}") from error
     return connection
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A commit ready to write: its canonical events, its timer rows, its head if known."""
+
+    commit: NewCommit
+    canonical: bytes
+    timers: list[tuple[str, str, str, int, str]]
+    known_head: str | None
+
+
+def _write_group(
+    group: Sequence[_Pending], connection: sqlite3.Connection
+) -> list[tuple[int, str, str] | BaseException]:
+    """One transaction for the group; each commit in a savepoint of its own. Returns, per
+    commit, (position, prev_hash, hash) or the error that refused it (a conflict, a duplicate);
+    an error of the transaction itself (a busy lock, a full disk) is raised for all."""
+    outcomes: list[tuple[int, str, str] | BaseException] = []
+    written: dict[str, tuple[int, str]] = {}  # heads this group wrote
+    alone = len(group) == 1  # a refusal then just rolls the transaction back: no savepoint
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for pending in group:
+            commit = pending.commit
+            if alone:
+                outcomes.append(_write_one(connection, pending, None))
+                break
+            connection.execute("SAVEPOINT one_commit")
+            try:
+                outcome = _write_one(connection, pending, written.get(commit.stream_id))
+            except (sqlite3.IntegrityError, ConcurrencyConflict) as refused:
+                connection.execute("ROLLBACK TO one_commit")
+                connection.execute("RELEASE one_commit")
+                outcomes.append(refused)
+                continue
+            connection.execute("RELEASE one_commit")
+            written[commit.stream_id] = (commit.expected_version + len(commit.events), outcome[2])
+            outcomes.append(outcome)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _write_one(
+    connection: sqlite3.Connection, pending: _Pending, written_head: tuple[int, str] | None
+) -> tuple[int, str, str]:
+    commit = pending.commit
+    if written_head is not None and written_head[0] == commit.expected_version:
+        prev_hash = written_head[1]
+    elif pending.known_head is not None:
+        prev_hash = pending.known_head
+    else:
+        head = connection.execute(_HEAD, (commit.stream_id,)).fetchone()
+        head_version, prev_hash = head if head is not None else (0, GENESIS_HASH)
+        if head_version != commit.expected_version:
+            raise ConcurrencyConflict(commit.stream_id, commit.expected_version)
+    hash_ = seal_canonical(prev_hash, pending.canonical)
+    position = connection.execute(
+        _INSERT_COMMIT,
+        (
+            commit.stream_id,
+            commit.expected_version + 1,
+            commit.expected_version + len(commit.events),
+            pending.canonical.decode(),
+            commit.topic,
+            commit.partition_key,
+            commit.causation_id,
+            prev_hash,
+            hash_,
+            commit.handler,
+        ),
+    ).lastrowid
+    if pending.timers:
+        connection.executemany(_INSERT_TIMER, pending.timers)
+    assert position is not None
+    return position, prev_hash, hash_
+
+
+def _outcome(outcome: tuple[int, str, str] | BaseException) -> tuple[int, str, str]:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def _point_reader(appender: sqlite3.Connection | None) -> sqlite3.Connection | None:
