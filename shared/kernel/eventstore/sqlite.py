@@ -351,19 +351,7 @@ class SQLiteEventStore(EventStore):
         only fsyncs) run on the writer connection's own thread.
         """
         assert self._appender is not None
-        delay, waited = 0.0005, 0.0
-        while True:
-            try:
-                result = transaction(self._appender)
-                break
-            except sqlite3.OperationalError as error:
-                if not _is_busy(error) or waited >= BUSY_TIMEOUT_S:
-                    raise StoreUnavailable(f"SQLite failed: {error}") from error
-            except (sqlite3.ProgrammingError, ValueError) as error:
-                raise StoreUnavailable(f"SQLite failed: {error}") from error
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 0.05)
+        result = await run_on_loop(self._appender, transaction)
         self._appends_since_checkpoint += 1
         if self._appends_since_checkpoint >= CHECKPOINT_EVERY_APPENDS:
             self._appends_since_checkpoint = 0
@@ -616,6 +604,31 @@ def _outcome(outcome: tuple[int, str, str] | BaseException) -> tuple[int, str, s
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
+
+
+async def run_on_loop(connection: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work(connection)` on the event loop's thread, for short statements that cannot block:
+    under WAL at `synchronous=NORMAL` a write does not fsync, the write lock is tried without
+    waiting (the connection's busy_timeout is 0) and, while another connection holds it,
+    tried again after an asynchronous sleep, up to BUSY_TIMEOUT_S; integrity errors pass."""
+    delay, waited = 0.0005, 0.0
+    while True:
+        try:
+            return work(connection)
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error) or waited >= BUSY_TIMEOUT_S:
+                raise StoreUnavailable(f"SQLite failed: {error}") from error
+        except (sqlite3.ProgrammingError, ValueError) as error:
+            raise StoreUnavailable(f"SQLite failed: {error}") from error
+        await asyncio.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 0.05)
+
+
+def loop_connection(path: str, synchronous: Synchronous) -> sqlite3.Connection:
+    """A connection for `run_on_loop`: never waits for a lock, never checkpoints by itself
+    (its owner checkpoints off the loop, the only fsyncs at NORMAL)."""
+    return _appender(path, synchronous)
 
 
 def _point_reader(appender: sqlite3.Connection | None) -> sqlite3.Connection | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +18,13 @@ import aiosqlite
 import orjson
 from pydantic_core import from_json
 
-from shared.kernel.eventstore.sqlite import Synchronous, connect, translated
+from shared.kernel.eventstore.sqlite import (
+    Synchronous,
+    connect,
+    loop_connection,
+    run_on_loop,
+    translated,
+)
 from shared.kernel.readmodel.port import Document, DocumentStore, Scalar
 
 SCHEMA = """
@@ -48,37 +56,90 @@ def _loads(text: str) -> Document:
     return dict(from_json(text, cache_strings="keys"))
 
 
+CHECKPOINT_EVERY_WRITES = 256
+
+
+log = logging.getLogger(__name__)
+
+
 class SQLiteDocumentStore(DocumentStore):
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    """Point reads and writes (`get`, `put`, `put_if`: one row by its key) run on the event
+    loop's thread on a connection of their own, as the event store's appends do, at
+    `synchronous=NORMAL` on a file: no fsync, a busy lock retried after an asynchronous sleep,
+    WAL checkpoints off the loop. A projection writes a document per order per batch, and the
+    thread hop each such statement cost was most of the order view's time. Scans (`find`) and
+    the transactional `copy` stay on aiosqlite's thread."""
+
+    def __init__(
+        self, connection: aiosqlite.Connection, direct: sqlite3.Connection | None = None
+    ) -> None:
         """Use `await SQLiteDocumentStore.open(path)`."""
         self._connection = connection
+        self._direct = direct
         self._lock = asyncio.Lock()
+        self._writes_since_checkpoint = 0
+        self._checkpoints: set[asyncio.Task[Any]] = set()
 
     @classmethod
     async def open(cls, path: str, *, synchronous: Synchronous = "NORMAL") -> SQLiteDocumentStore:
         connection = await connect(path, synchronous=synchronous)
         try:
             await translated(connection.executescript(SCHEMA))
+            direct = None
+            if path != ":memory:" and synchronous in ("OFF", "NORMAL"):
+                direct = loop_connection(path, synchronous)
         except BaseException:
             await connection.close()
             raise
-        return cls(connection)
+        return cls(connection, direct)
+
+    async def _point(self, sql: str, parameters: Sequence[Any], *, write: bool) -> Any:
+        """One statement about one key: on the loop's thread where possible."""
+        if self._direct is None:
+            async with self._lock:
+                cursor = await translated(self._connection.execute(sql, parameters))
+                return await cursor.fetchall() if not write else cursor.rowcount
+        direct = self._direct
+
+        def run(connection: sqlite3.Connection) -> Any:
+            cursor = connection.execute(sql, parameters)
+            return cursor.rowcount if write else cursor.fetchall()
+
+        result = await run_on_loop(direct, run)
+        if write:
+            self._writes_since_checkpoint += 1
+            if self._writes_since_checkpoint >= CHECKPOINT_EVERY_WRITES:
+                self._writes_since_checkpoint = 0
+                task = asyncio.create_task(self._checkpoint())
+                self._checkpoints.add(task)
+                task.add_done_callback(self._checkpoints.discard)
+        return result
+
+    async def _checkpoint(self) -> None:
+        try:
+            async with self._lock:
+                await self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except (sqlite3.Error, ValueError) as error:  # the next one catches up
+            log.warning("WAL checkpoint failed: %s", error)
 
     async def _fetch(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
         async with self._lock:
             return list(await translated(self._connection.execute_fetchall(sql, parameters)))
 
     async def get(self, collection: str, key: str) -> Document | None:
-        rows = await self._fetch(
-            "SELECT doc FROM documents WHERE collection = ? AND key = ?", (collection, key)
+        rows = await self._point(
+            "SELECT doc FROM documents WHERE collection = ? AND key = ?",
+            (collection, key),
+            write=False,
         )
         return _loads(rows[0][0]) if rows else None
 
     async def put(self, collection: str, key: str, document: Document) -> None:
-        await self._fetch(
+        await self._point(
             "INSERT INTO documents (collection, key, doc) VALUES (?, ?, ?) "
             "ON CONFLICT (collection, key) DO UPDATE SET doc = excluded.doc",
             (collection, key, _dumps(document)),
+            write=True,
         )
 
     async def put_if(
@@ -96,9 +157,7 @@ class SQLiteDocumentStore(DocumentStore):
             parameters = [_dumps(document), collection, key]
             for field, value in match.items():
                 parameters.extend((json_path(field), value))
-        async with self._lock:
-            cursor = await translated(self._connection.execute(sql, parameters))
-            return bool(cursor.rowcount == 1)
+        return bool(await self._point(sql, parameters, write=True) == 1)
 
     async def find(
         self,
@@ -160,5 +219,9 @@ class SQLiteDocumentStore(DocumentStore):
                 raise
 
     async def close(self) -> None:
+        if self._checkpoints:
+            await asyncio.gather(*self._checkpoints, return_exceptions=True)
+        if self._direct is not None:
+            self._direct.close()
         async with self._lock:
             await self._connection.close()
