@@ -213,8 +213,7 @@ class SQLiteEventStore(EventStore):
         self._heads: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._queue: list[tuple[_Pending, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Future[None] | None = None
-        self._appends_since_checkpoint = 0
-        self._checkpoints: set[asyncio.Task[Any]] = set()
+        self._checkpoints = Checkpoints(writer, CHECKPOINT_EVERY_APPENDS)
 
     @classmethod
     async def open(cls, path: str, *, synchronous: Synchronous = "NORMAL") -> SQLiteEventStore:
@@ -352,19 +351,8 @@ class SQLiteEventStore(EventStore):
         """
         assert self._appender is not None
         result = await run_on_loop(self._appender, transaction)
-        self._appends_since_checkpoint += 1
-        if self._appends_since_checkpoint >= CHECKPOINT_EVERY_APPENDS:
-            self._appends_since_checkpoint = 0
-            task = asyncio.create_task(self._checkpoint())
-            self._checkpoints.add(task)
-            task.add_done_callback(self._checkpoints.discard)
+        self._checkpoints.wrote()
         return result
-
-    async def _checkpoint(self) -> None:
-        try:
-            await self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except (sqlite3.Error, ValueError) as error:  # the next one catches up
-            log.warning("WAL checkpoint failed: %s", error)
 
     async def mark_published(self, positions: Sequence[int]) -> None:
         if positions:
@@ -473,8 +461,7 @@ class SQLiteEventStore(EventStore):
         ]
 
     async def close(self) -> None:
-        if self._checkpoints:
-            await asyncio.gather(*self._checkpoints, return_exceptions=True)
+        await self._checkpoints.finish()
         if self._appender is not None:
             self._appender.close()
         if self._point_reader is not None:
@@ -623,6 +610,40 @@ async def run_on_loop(connection: sqlite3.Connection, work: Callable[[sqlite3.Co
         await asyncio.sleep(delay)
         waited += delay
         delay = min(delay * 2, 0.05)
+
+
+class Checkpoints:
+    """WAL checkpoints for writes made on the loop's thread (whose connections never
+    checkpoint): every `every` writes, a PASSIVE checkpoint on `connection`'s own thread."""
+
+    def __init__(
+        self, connection: aiosqlite.Connection, every: int, lock: asyncio.Lock | None = None
+    ) -> None:
+        self._connection, self._every, self._lock = connection, every, lock
+        self._writes = 0
+        self._running: set[asyncio.Task[None]] = set()
+
+    def wrote(self) -> None:
+        self._writes += 1
+        if self._writes >= self._every:
+            self._writes = 0
+            task = asyncio.create_task(self._checkpoint())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _checkpoint(self) -> None:
+        try:
+            if self._lock is None:
+                await self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            else:
+                async with self._lock:
+                    await self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except (sqlite3.Error, ValueError) as error:  # the next one catches up
+            log.warning("WAL checkpoint failed: %s", error)
+
+    async def finish(self) -> None:
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
 
 
 def loop_connection(path: str, synchronous: Synchronous) -> sqlite3.Connection:

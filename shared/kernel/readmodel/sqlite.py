@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +18,7 @@ import orjson
 from pydantic_core import from_json
 
 from shared.kernel.eventstore.sqlite import (
+    Checkpoints,
     Synchronous,
     connect,
     loop_connection,
@@ -59,9 +59,6 @@ def _loads(text: str) -> Document:
 CHECKPOINT_EVERY_WRITES = 256
 
 
-log = logging.getLogger(__name__)
-
-
 class SQLiteDocumentStore(DocumentStore):
     """Point reads and writes (`get`, `put`, `put_if`: one row by its key) run on the event
     loop's thread on a connection of their own, as the event store's appends do, at
@@ -77,8 +74,7 @@ class SQLiteDocumentStore(DocumentStore):
         self._connection = connection
         self._direct = direct
         self._lock = asyncio.Lock()
-        self._writes_since_checkpoint = 0
-        self._checkpoints: set[asyncio.Task[Any]] = set()
+        self._checkpoints = Checkpoints(connection, CHECKPOINT_EVERY_WRITES, self._lock)
 
     @classmethod
     async def open(cls, path: str, *, synchronous: Synchronous = "NORMAL") -> SQLiteDocumentStore:
@@ -107,20 +103,8 @@ class SQLiteDocumentStore(DocumentStore):
 
         result = await run_on_loop(direct, run)
         if write:
-            self._writes_since_checkpoint += 1
-            if self._writes_since_checkpoint >= CHECKPOINT_EVERY_WRITES:
-                self._writes_since_checkpoint = 0
-                task = asyncio.create_task(self._checkpoint())
-                self._checkpoints.add(task)
-                task.add_done_callback(self._checkpoints.discard)
+            self._checkpoints.wrote()
         return result
-
-    async def _checkpoint(self) -> None:
-        try:
-            async with self._lock:
-                await self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except (sqlite3.Error, ValueError) as error:  # the next one catches up
-            log.warning("WAL checkpoint failed: %s", error)
 
     async def _fetch(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
         async with self._lock:
@@ -219,8 +203,7 @@ class SQLiteDocumentStore(DocumentStore):
                 raise
 
     async def close(self) -> None:
-        if self._checkpoints:
-            await asyncio.gather(*self._checkpoints, return_exceptions=True)
+        await self._checkpoints.finish()
         if self._direct is not None:
             self._direct.close()
         async with self._lock:
