@@ -26,7 +26,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from yarl import URL
 
+from operations.console import create_console, is_console_path
 from shared.kernel.http import problem_response
+from shared.kernel.settings import Settings
 
 # First match wins: the dispute routes under /orders/{id}/ must come before the order catch-all.
 ROUTES: tuple[tuple[str, str], ...] = (
@@ -54,15 +56,19 @@ def service_for(path: str) -> str | None:
 class Gateway:
     """The ASGI app: proxied paths straight to their service, the gateway's own to FastAPI."""
 
-    def __init__(self, upstreams: Mapping[str, str]) -> None:
+    def __init__(self, upstreams: Mapping[str, str], settings: Settings | None = None) -> None:
         """`upstreams` maps a service name to its base URL (http://127.0.0.1:8001 …)."""
         self.upstreams = dict(upstreams)
         self.session: aiohttp.ClientSession | None = None
         self.own: ASGIApp = _own_routes(self)
+        self.console: ASGIApp = create_console(self, settings or Settings())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OWN_ROUTES:
             await self.own(scope, receive, send)
+            return
+        if is_console_path(scope["path"]):
+            await self.console(scope, receive, send)
             return
         service = service_for(scope["path"])
         if service is None or service not in self.upstreams:
@@ -120,8 +126,8 @@ class Gateway:
         await send({"type": "http.response.body", "body": content})
 
 
-def create_gateway(upstreams: Mapping[str, str]) -> Gateway:
-    return Gateway(upstreams)
+def create_gateway(upstreams: Mapping[str, str], settings: Settings | None = None) -> Gateway:
+    return Gateway(upstreams, settings)
 
 
 def _own_routes(gateway: Gateway) -> FastAPI:

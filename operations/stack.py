@@ -26,14 +26,14 @@ from rich.console import Console
 
 from operations.catalog import SERVICES
 from operations.gateway import create_gateway
+from operations.identities import EXAMPLE_USERS
 from operations.localbroker import LocalBroker, create_topics, free_port
 from operations.supervisor import Child, Supervisor, answers_health
 from shared.contracts.events import TOPICS
-from shared.kernel.auth import Role, mint_token
+from shared.kernel.auth import mint_token
 from shared.kernel.clock import SystemClock
 from shared.kernel.settings import Settings
 
-EXAMPLE_USERS = ((Role.BUYER, "buyer-1"), (Role.SELLER, "shop-1"), (Role.OPERATOR, "operator-1"))
 SHORT_WINDOW = "PT4S"
 DEMO_WINDOWS_ENV = {
     # e-wallets get a few seconds so the deadline scenarios finish quickly; bank transfers keep
@@ -108,6 +108,7 @@ def _wait_healthy(ports: Mapping[str, int], timeout_s: float, stop: threading.Ev
 def _banner(console: Console, base_url: str, settings: Settings, broker: str) -> None:
     now = SystemClock().now()
     console.print(f"\n[bold green]yellowcart is up[/] at [bold]{base_url}[/]")
+    console.print(f"  console:    {base_url}/console")
     console.print(f"  API docs:   {base_url}/docs")
     console.print(f"  health:     {base_url}/health")
     console.print(f"  broker:     {broker} (local, in memory)")
@@ -161,7 +162,10 @@ def run_stack(settings: Settings, console: Console, *, demo_windows: bool = Fals
     try:
         server = uvicorn.Server(
             uvicorn.Config(
-                create_gateway(upstreams), host=settings.http_host, port=port, log_level="warning"
+                create_gateway(upstreams, settings),
+                host=settings.http_host,
+                port=port,
+                log_level="warning",
             )
         )
         # uvicorn re-raises the signal that stopped it once it has shut down; SIGTERM's default

@@ -1,0 +1,542 @@
+"""The operations and audit console: server-rendered pages over the services' public API.
+
+Every page reads and changes things only through `ServiceApi`, as the signed-in caller; the
+order page adds what only the stores can tell (each stream's hash chain, the view as of a past
+moment) by running the audit tool, and only after the API has shown the caller may see the order.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from operations.audit import audit_order
+from operations.catalog import SERVICES
+from operations.console.api import Answer, ServiceApi
+from operations.console.charts import points_history, step_chart
+from operations.identities import EXAMPLE_USERS
+from shared.kernel.auth import Caller, InvalidToken, Role, mint_token, verify_token
+from shared.kernel.clock import SystemClock, utc
+from shared.kernel.eventstore.sqlite import sqlite_path
+from shared.kernel.http import problem_response
+from shared.kernel.settings import Settings
+
+PREFIX = "/console"
+HERE = Path(__file__).parent
+PAGE_SIZE = 10
+POLL_INTERVAL_MS = 2000
+EXAMPLE_TOKEN_TTL = timedelta(hours=12)
+SESSION_MAX_AGE_S = 12 * 3600
+QUEUE_STATUSES = ("under_review", "approved", "rejected", "closed", "all")
+SELLER_REASONS = ("out_of_stock", "cannot_ship")
+DEAD_LETTER_WORKBENCH = False  # no `yellowcart dlq` module on main when the console was built
+
+
+def is_console_path(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def session_secret(settings: Settings) -> str:
+    """The session cookie's signing key, derived from the token secret: whoever may mint bearer
+    tokens may sign sessions anyway, and a deployment has one secret fewer to manage."""
+    return hmac.new(
+        settings.token_secret.encode(), b"yellowcart console session", sha256
+    ).hexdigest()
+
+
+class SignInRequired(Exception):
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+
+
+class CsrfRefused(Exception):
+    """A form arrived without the session's CSRF token."""
+
+
+@dataclass(frozen=True)
+class Session:
+    caller: Caller
+    token: str
+    api: ServiceApi
+
+
+class Console:
+    """The console's state: the gateway it calls, the settings it reads, its templates."""
+
+    def __init__(self, gateway: ASGIApp, settings: Settings) -> None:
+        self.gateway = gateway
+        self.settings = settings
+        self.clock = SystemClock()
+        self.templates = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(["html"]),
+        )
+        self.templates.filters["pretty_json"] = lambda value: json.dumps(
+            value, indent=2, sort_keys=True, default=str
+        )
+        self.templates.filters["when"] = _when
+
+    @property
+    def embedded(self) -> bool:
+        return self.settings.environment == "embedded"
+
+    def signed_in(self, request: Request) -> Session:
+        token = request.session.get("token")
+        if not token:
+            raise SignInRequired(_here(request))
+        try:
+            caller = verify_token(self.settings.token_secret, token)
+        except InvalidToken:
+            request.session.pop("token", None)
+            raise SignInRequired(_here(request)) from None
+        return Session(caller, token, ServiceApi(self.gateway, token))
+
+    def page(
+        self,
+        request: Request,
+        template: str,
+        status: int = 200,
+        session: Session | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        html = self.templates.get_template(template).render(
+            request=request,
+            prefix=PREFIX,
+            caller=session.caller if session else None,
+            csrf=csrf_token(request),
+            flash=request.session.pop("flash", None),
+            **context,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def problem(
+        self, request: Request, problem: dict[str, Any], session: Session | None = None
+    ) -> Response:
+        """A failed call shown to a person as a page, to a program as problem+json; either way
+        with the API's status, title and detail."""
+        status = int(problem.get("status") or 500)
+        title = str(problem.get("title", "Error"))
+        detail = str(problem.get("detail", ""))
+        if "text/html" in request.headers.get("accept", ""):
+            return self.page(
+                request, "error.html", status, session, title=title, detail=detail, code=status
+            )
+        return problem_response(status, title, detail, request.url.path)
+
+    def stores_readable(self) -> bool:
+        """Whether this process can read every service's store (the audit tool's input): an
+        embedded run's SQLite files, or `YELLOWCART_STORE_URLS` in a deployment. A missing
+        SQLite file means no access here; opening it would create an empty store."""
+        for service in SERVICES:
+            url = self.settings.store_url_for(service)
+            if url.startswith("sqlite:") and not Path(sqlite_path(url)).exists():
+                return False
+        return True
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return str(token)
+
+
+async def checked_form(request: Request) -> FormData:
+    """The posted form, if it carries the session's CSRF token (synchronizer token pattern)."""
+    form = await request.form()
+    sent = form.get("csrf")
+    expected = request.session.get("csrf")
+    if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent, expected):
+        raise CsrfRefused
+    return form
+
+
+def _here(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def _when(value: str | datetime | None) -> str:
+    if value is None:
+        return "—"
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _safe_next(path: str | None) -> str:
+    """Only a path inside the console: never an open redirect."""
+    if path and is_console_path(path.split("?", 1)[0]) and not path.startswith("//"):
+        return path
+    return PREFIX
+
+
+def _parse_moment(text: str) -> datetime:
+    """An ISO 8601 moment; a `datetime-local` input's value has no zone and is read as UTC."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _form_text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+class SecurityHeaders:
+    """No framing, no sniffing, no referrer, and scripts and styles from this app only."""
+
+    HEADERS = (
+        (
+            b"content-security-policy",
+            b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+        ),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_console(gateway: ASGIApp, settings: Settings) -> ASGIApp:
+    """The console as an ASGI app answering every path under `/console`."""
+    console = Console(gateway, settings)
+    app = FastAPI(title="yellowcart console", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="static")
+    _install_error_pages(app, console)
+    _sign_in_routes(app, console)
+    _queue_routes(app, console)
+    _order_routes(app, console)
+    _seller_routes(app, console)
+    _system_routes(app, console)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret(settings),
+        session_cookie="yellowcart_console",
+        max_age=SESSION_MAX_AGE_S,
+        path=PREFIX,
+        same_site="strict",
+        https_only=False,
+    )
+    return SecurityHeaders(app)
+
+
+def _install_error_pages(app: FastAPI, console: Console) -> None:
+    async def on_sign_in_required(request: Request, error: Exception) -> Response:
+        assert isinstance(error, SignInRequired)
+        return RedirectResponse(
+            f"{PREFIX}/sign-in?next={quote(error.next_path, safe='')}", status_code=303
+        )
+
+    async def on_csrf(request: Request, error: Exception) -> Response:
+        return problem_response(
+            403,
+            "Forbidden",
+            "the form did not carry this session's CSRF token; reload the page and try again",
+            request.url.path,
+        )
+
+    async def on_http(request: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)
+        title = "Not found" if error.status_code == 404 else str(error.detail)
+        detail = f"no console page {request.url.path}" if error.status_code == 404 else title
+        return console.problem(
+            request, {"status": error.status_code, "title": title, "detail": detail}
+        )
+
+    async def on_invalid(request: Request, error: Exception) -> Response:
+        assert isinstance(error, RequestValidationError)
+        detail = "; ".join(
+            f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors()[:5]
+        )
+        return console.problem(
+            request, {"status": 422, "title": "Invalid request", "detail": detail}
+        )
+
+    app.add_exception_handler(SignInRequired, on_sign_in_required)
+    app.add_exception_handler(CsrfRefused, on_csrf)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_invalid)
+
+
+def _sign_in_routes(app: FastAPI, console: Console) -> None:
+    @app.get(PREFIX)
+    async def home(request: Request) -> Response:
+        session = console.signed_in(request)
+        if session.caller.role is Role.OPERATOR:
+            return RedirectResponse(f"{PREFIX}/queue", status_code=303)
+        if session.caller.role is Role.SELLER:
+            return RedirectResponse(
+                f"{PREFIX}/sellers/{quote(session.caller.sub)}", status_code=303
+            )
+        return RedirectResponse(f"{PREFIX}/orders", status_code=303)
+
+    @app.get(f"{PREFIX}/sign-in")
+    async def sign_in_page(request: Request, next: str = PREFIX) -> Response:
+        examples = EXAMPLE_USERS if console.embedded else ()
+        return console.page(
+            request, "sign_in.html", examples=examples, next=_safe_next(next), error=None
+        )
+
+    @app.post(f"{PREFIX}/sign-in")
+    async def sign_in(request: Request) -> Response:
+        form = await checked_form(request)
+        next_path = _safe_next(_form_text(form, "next"))
+        identity = _form_text(form, "identity")
+        token = _form_text(form, "token").removeprefix("Bearer ").strip()
+        error = None
+        if identity:
+            example = {f"{role.value}:{sub}": (role, sub) for role, sub in EXAMPLE_USERS}
+            if not console.embedded or identity not in example:
+                error = "example identities exist only in the embedded run"
+            else:
+                role, sub = example[identity]
+                token = mint_token(
+                    console.settings.token_secret, sub, role, console.clock.now(), EXAMPLE_TOKEN_TTL
+                )
+        if not error:
+            try:
+                verify_token(console.settings.token_secret, token)
+            except InvalidToken as invalid:
+                error = f"this token is not accepted here: {invalid}"
+        if error:
+            examples = EXAMPLE_USERS if console.embedded else ()
+            return console.page(
+                request, "sign_in.html", 401, examples=examples, next=next_path, error=error
+            )
+        request.session.clear()
+        request.session["token"] = token
+        request.session["csrf"] = secrets.token_urlsafe(32)  # a new session, a new token
+        return RedirectResponse(next_path, status_code=303)
+
+    @app.post(f"{PREFIX}/sign-out")
+    async def sign_out(request: Request) -> Response:
+        await checked_form(request)
+        request.session.clear()
+        return RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
+
+
+async def _queue_rows(api: ServiceApi, filings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each filing with its order's payment and the buyer's request, as the order view has them."""
+    rows = []
+    for filing in filings:
+        view = await api.get(f"/orders/{quote(filing['order_id'])}")
+        order = view.body if view.ok else None
+        request = None
+        if order:
+            requests = order["case"]["requests"]
+            matching = [r for r in requests if r["request_id"] == filing.get("request_id")]
+            request = (matching or requests[-1:] or [None])[0]
+        rows.append({"filing": filing, "order": order, "request": request})
+    return rows
+
+
+def _queue_routes(app: FastAPI, console: Console) -> None:
+    @app.get(f"{PREFIX}/queue")
+    async def queue(
+        request: Request,
+        status: str = "under_review",
+        seller: str = "",
+        reason: str = "",
+        page: int = 1,
+    ) -> Response:
+        session = console.signed_in(request)
+        if status not in QUEUE_STATUSES:
+            status = "under_review"
+        answer = await session.api.get("/seller-cancellations", status=status)
+        if not answer.ok:
+            return console.problem(request, answer.problem, session)
+        filings = sorted(
+            (
+                filing
+                for filing in answer.body
+                if (not seller or filing["seller_id"] == seller.strip())
+                and (not reason or filing["reason"] == reason)
+            ),
+            key=lambda filing: filing["filed_at"],
+        )
+        pages = max(1, -(-len(filings) // PAGE_SIZE))
+        page = min(max(page, 1), pages)
+        shown = filings[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        return console.page(
+            request,
+            "queue.html",
+            session=session,
+            rows=await _queue_rows(session.api, shown),
+            total=len(filings),
+            page=page,
+            pages=pages,
+            filters={"status": status, "seller": seller, "reason": reason},
+            statuses=QUEUE_STATUSES,
+            reasons=SELLER_REASONS,
+        )
+
+    @app.post(f"{PREFIX}/queue/{{filing_id}}/decision")
+    async def decide(request: Request, filing_id: str) -> Response:
+        session = console.signed_in(request)
+        form = await checked_form(request)
+        decision = _form_text(form, "decision")
+        if decision not in ("approve", "reject"):
+            return console.problem(
+                request,
+                {"status": 422, "title": "Invalid request", "detail": "approve or reject"},
+                session,
+            )
+        note = _form_text(form, "note")
+        answer = await session.api.post(
+            f"/seller-cancellations/{quote(filing_id)}/{decision}", {"note": note or None}
+        )
+        if not answer.ok:
+            return console.problem(request, answer.problem, session)
+        order_id = answer.body.get("order_id") or _form_text(form, "order_id")
+        verb = "approved" if decision == "approve" else "rejected"
+        request.session["flash"] = f"Filing {filing_id} {verb}."
+        return RedirectResponse(f"{PREFIX}/orders/{quote(order_id)}", status_code=303)
+
+
+def _order_routes(app: FastAPI, console: Console) -> None:
+    async def order_context(
+        request: Request, session: Session, order_id: str, as_of_text: str
+    ) -> dict[str, Any] | Response:
+        try:
+            as_of = _parse_moment(as_of_text) if as_of_text else None
+        except ValueError:
+            problem = {
+                "status": 422,
+                "title": "Invalid request",
+                "detail": f"as_of: {as_of_text!r} is not an ISO 8601 moment",
+            }
+            return console.problem(request, problem, session)
+        view = await session.api.get(f"/orders/{quote(order_id)}")
+        if not view.ok:
+            return console.problem(request, view.problem, session)
+        # the caller may see this order (the API said so): now what only the stores can tell
+        audit = (
+            await audit_order(console.settings, order_id, as_of)
+            if console.stores_readable()
+            else None
+        )
+        timeline = view.body["timeline"]
+        for entry in timeline:
+            entry["later"] = as_of is not None and utc(datetime.fromisoformat(entry["at"])) > as_of
+        return {
+            "order": view.body,
+            "timeline": timeline,
+            "audit": audit,
+            "as_of": as_of,
+            "signature": f"{len(timeline)}:{'bad' if audit and not audit['chain_ok'] else 'ok'}",
+            "live_url": f"{PREFIX}/orders/{quote(order_id)}/live",
+            "poll_ms": POLL_INTERVAL_MS,
+        }
+
+    @app.get(f"{PREFIX}/orders")
+    async def find_order(request: Request, order_id: str = "") -> Response:
+        session = console.signed_in(request)
+        if order_id.strip():
+            return RedirectResponse(f"{PREFIX}/orders/{quote(order_id.strip())}", status_code=303)
+        own: list[dict[str, Any]] = []
+        if session.caller.role in (Role.BUYER, Role.SELLER):
+            answer = await session.api.get("/orders")
+            own = answer.body if answer.ok else []
+        return console.page(request, "orders.html", session=session, own=own)
+
+    @app.get(f"{PREFIX}/orders/{{order_id}}")
+    async def order_page(request: Request, order_id: str, as_of: str = "") -> Response:
+        session = console.signed_in(request)
+        context = await order_context(request, session, order_id, as_of)
+        if isinstance(context, Response):
+            return context
+        return console.page(request, "order.html", session=session, **context)
+
+    @app.get(f"{PREFIX}/orders/{{order_id}}/live")
+    async def order_live(request: Request, order_id: str) -> Response:
+        """The part of the order page that changes as events arrive; the page polls it."""
+        session = console.signed_in(request)
+        context = await order_context(request, session, order_id, "")
+        if isinstance(context, Response):
+            return context
+        return console.page(request, "order_live.html", session=session, **context)
+
+
+def _seller_routes(app: FastAPI, console: Console) -> None:
+    @app.get(f"{PREFIX}/sellers")
+    async def find_seller(request: Request, seller_id: str = "") -> Response:
+        session = console.signed_in(request)
+        wanted = seller_id.strip() or (
+            session.caller.sub if session.caller.role is Role.SELLER else ""
+        )
+        if wanted:
+            return RedirectResponse(f"{PREFIX}/sellers/{quote(wanted)}", status_code=303)
+        return console.page(request, "seller_search.html", session=session)
+
+    @app.get(f"{PREFIX}/sellers/{{seller_id}}")
+    async def seller_page(request: Request, seller_id: str) -> Response:
+        session = console.signed_in(request)
+        answer = await session.api.get(f"/sellers/{quote(seller_id)}/performance")
+        if not answer.ok:
+            return console.problem(request, answer.problem, session)
+        performance = answer.body
+        steps = points_history(performance["penalties"], console.clock.now())
+        return console.page(
+            request,
+            "seller.html",
+            session=session,
+            performance=performance,
+            steps=steps,
+            chart=step_chart(steps) if steps else None,
+        )
+
+
+def _system_routes(app: FastAPI, console: Console) -> None:
+    @app.get(f"{PREFIX}/health")
+    async def health(request: Request) -> Response:
+        session = console.signed_in(request)
+        answer: Answer = await session.api.get("/health")
+        services = answer.body.get("services", {}) if isinstance(answer.body, dict) else {}
+        rows = [
+            {
+                "name": name,
+                "ready": isinstance(state, dict) and state.get("status") == "ok",
+                "details": (
+                    {k: v for k, v in state.items() if k not in ("status", "service")}
+                    if isinstance(state, dict)
+                    else {"answer": state}
+                ),
+            }
+            for name, state in services.items()
+        ]
+        return console.page(
+            request, "health.html", session=session, rows=rows, overall=answer.status == 200
+        )
+
+    @app.get(f"{PREFIX}/dead-letters")
+    async def dead_letters(request: Request) -> Response:
+        session = console.signed_in(request)
+        return console.page(
+            request, "dead_letters.html", session=session, available=DEAD_LETTER_WORKBENCH
+        )
