@@ -22,7 +22,7 @@ class Step:
 
 def points_history(penalties: list[dict[str, Any]], now: datetime) -> list[Step]:
     """Active points after each change (a penalty applied or expired up to `now`), oldest
-    first, starting at zero just before the first penalty and ending at `now`."""
+    first: zero at the first penalty's instant, then one step per instant, ending at `now`."""
     changes: list[tuple[datetime, int]] = []
     for penalty in penalties:
         applied = utc(datetime.fromisoformat(penalty["applied_at"]))
@@ -38,8 +38,8 @@ def points_history(penalties: list[dict[str, Any]], now: datetime) -> list[Step]
     total = 0
     for at, delta in changes:
         total += delta
-        if steps[-1].at == at:
-            steps[-1] = Step(at, total)
+        if len(steps) > 1 and steps[-1].at == at:
+            steps[-1] = Step(at, total)  # two changes at one instant are one step
         else:
             steps.append(Step(at, total))
     if steps[-1].at < now:

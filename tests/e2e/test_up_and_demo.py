@@ -18,48 +18,13 @@ import httpx
 import pytest
 
 from operations.localbroker import free_port
-from operations.supervisor import answers_health, die_with_parent
 from shared.kernel.auth import Role, mint_token
 from shared.kernel.clock import SystemClock
 from shared.kernel.settings import Settings
 from shared.kernel.storage import open_event_store
+from tests.up import start_up, stop_up, wait_healthy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
-
-
-def start_up(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "operations",
-            "up",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--demo-windows",
-        ],
-        stdout=(data_dir.parent / "up.out").open("ab"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "YELLOWCART_CONSUMER_SESSION_TIMEOUT_MS": "3000"},
-        preexec_fn=die_with_parent,
-    )
-
-
-def wait_healthy(base_url: str, up: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert up.poll() is None, "yellowcart up exited"
-        if answers_health(base_url, timeout_s=2):
-            return
-        time.sleep(0.5)
-    pytest.fail("yellowcart up did not become healthy")
-
-
-def stop_up(up: subprocess.Popen[bytes]) -> int:
-    up.send_signal(signal.SIGINT)  # what Ctrl-C sends
-    return up.wait(timeout=60)
 
 
 async def stored_events(data_dir: Path, service: str) -> list[dict[str, object]]:
