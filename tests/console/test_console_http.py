@@ -1,0 +1,106 @@
+"""The console over plain HTTP against `yellowcart up` (no browser needed): the session cookie's
+flags, CSRF refusals, sign-in failures, redirects kept inside the console, roles enforced by the
+API the console calls."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from shared.kernel.auth import Role, mint_token
+from shared.kernel.settings import Settings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
+
+HTML = {"Accept": "text/html"}
+
+
+@pytest.fixture
+def client(system: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=system, timeout=15, follow_redirects=False) as http:
+        yield http
+
+
+def csrf_of(client: httpx.Client) -> str:
+    page = client.get("/console/sign-in", headers=HTML)
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert match, page.text
+    return match.group(1)
+
+
+def token_for(role: Role, sub: str) -> str:
+    secret = Settings().token_secret
+    return mint_token(secret, sub, role, datetime.now(UTC), timedelta(hours=1))
+
+
+def sign_in(client: httpx.Client, token: str, next_path: str = "/console") -> httpx.Response:
+    csrf = csrf_of(client)
+    return client.post(
+        "/console/sign-in", data={"csrf": csrf, "token": token, "next": next_path}, headers=HTML
+    )
+
+
+def test_the_session_cookie_is_http_only_strict_and_scoped_to_the_console(
+    client: httpx.Client,
+) -> None:
+    cookie = client.get("/console/sign-in").headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+
+
+def test_a_post_without_or_with_a_wrong_csrf_token_is_refused_with_a_problem(
+    client: httpx.Client,
+) -> None:
+    operator = token_for(Role.OPERATOR, "operator-http")
+    csrf_of(client)  # a session exists, with its token
+    for data in ({"token": operator}, {"token": operator, "csrf": "forged"}):
+        answer = client.post("/console/sign-in", data=data)
+        assert answer.status_code == 403
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "CSRF" in answer.json()["detail"]
+    assert client.get("/console/queue").status_code == 303, "still signed out"
+
+
+def test_a_tampered_session_cookie_counts_as_no_session(client: httpx.Client) -> None:
+    assert sign_in(client, token_for(Role.OPERATOR, "operator-http")).status_code == 303
+    assert client.get("/console/queue").status_code == 200
+    value = client.cookies["yellowcart_console"]
+    client.cookies.set("yellowcart_console", value[:-3] + "AAA", path="/console")
+    answer = client.get("/console/queue")
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/console/sign-in")
+
+
+def test_a_bad_token_is_refused_and_signs_nobody_in(client: httpx.Client) -> None:
+    forged = mint_token(
+        "another-secret", "mallory", Role.OPERATOR, datetime.now(UTC), timedelta(hours=1)
+    )
+    answer = sign_in(client, forged)
+    assert answer.status_code == 401 and "not accepted" in answer.text
+    assert client.get("/console/queue").status_code == 303
+
+
+def test_sign_in_redirects_only_inside_the_console(client: httpx.Client) -> None:
+    token = token_for(Role.OPERATOR, "operator-http")
+    for outside in ("https://elsewhere.example/", "//elsewhere.example/console", "/docs"):
+        assert sign_in(client, token, outside).headers["location"] == "/console"
+    assert sign_in(client, token, "/console/health").headers["location"] == "/console/health"
+
+
+def test_a_buyer_is_refused_the_review_queue_by_the_api(client: httpx.Client) -> None:
+    sign_in(client, token_for(Role.BUYER, "buyer-http"))
+    page = client.get("/console/queue", headers=HTML)
+    assert page.status_code == 403 and "<h1>Forbidden</h1>" in page.text
+    program = client.get("/console/queue", headers={"Accept": "application/json"})
+    assert program.status_code == 403
+    assert program.headers["content-type"] == "application/problem+json"
+
+
+def test_an_unknown_console_page_is_a_404_problem(client: httpx.Client) -> None:
+    answer = client.get("/console/nowhere")
+    assert answer.status_code == 404
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert client.get("/console/static/console.css").status_code == 200

@@ -1,0 +1,86 @@
+"""The console's pure parts: the points history and its chart, which paths are the console's,
+and that example identities are refused outside the embedded run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from operations.console import create_console, is_console_path
+from operations.console.charts import Step, points_history, step_chart
+from shared.kernel.settings import Settings
+
+T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+
+
+def penalty(applied: datetime, days: int, points: int, expired: bool = False) -> dict[str, object]:
+    return {
+        "applied_at": applied.isoformat(),
+        "expires_at": (applied + timedelta(days=days)).isoformat(),
+        "points": points,
+        "expired": expired,
+    }
+
+
+def test_points_rise_when_a_penalty_is_applied_and_fall_when_it_expires() -> None:
+    penalties = [penalty(T0, 90, 3), penalty(T0 + timedelta(days=10), 5, 2, expired=True)]
+    now = T0 + timedelta(days=30)
+    assert points_history(penalties, now) == [
+        Step(T0, 0),
+        Step(T0, 3),
+        Step(T0 + timedelta(days=10), 5),
+        Step(T0 + timedelta(days=15), 3),
+        Step(now, 3),
+    ]
+
+
+def test_a_penalty_after_now_is_not_yet_history_and_none_draws_nothing() -> None:
+    assert points_history([penalty(T0, 90, 3)], T0 - timedelta(seconds=1)) == []
+    assert points_history([], T0) == []
+
+
+def test_two_changes_at_one_instant_are_one_step() -> None:
+    steps = points_history([penalty(T0, 90, 3), penalty(T0, 90, 2)], T0 + timedelta(days=1))
+    assert steps == [Step(T0, 0), Step(T0, 5), Step(T0 + timedelta(days=1), 5)]
+
+
+def test_the_chart_draws_steps_inside_its_box() -> None:
+    steps = [
+        Step(T0, 0),
+        Step(T0, 4),
+        Step(T0 + timedelta(days=1), 2),
+        Step(T0 + timedelta(days=2), 2),
+    ]
+    chart = step_chart(steps, width=108, height=58, pad=4)
+    # x: 4..104 over two days; y: 54 (0 points) .. 4 (4 points)
+    assert chart.path == "M4.0,54.0 H4.0 V4.0 H54.0 V29.0 H104.0"
+    assert chart.max_points == 4
+    with pytest.raises(ValueError):
+        step_chart([])
+
+
+def test_only_console_paths_are_the_consoles() -> None:
+    assert is_console_path("/console") and is_console_path("/console/queue")
+    assert not is_console_path("/consoles") and not is_console_path("/orders/console")
+
+
+async def never_called_gateway(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("signing in must not call the services")
+
+
+async def test_example_identities_are_refused_outside_the_embedded_run() -> None:
+    production = Settings(environment="production", token_secret="t" * 40, gateway_secret="g" * 40)
+    console = create_console(never_called_gateway, production)
+    transport = httpx.ASGITransport(app=console)
+    async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
+        page = await client.get("/console/sign-in")
+        assert "Example identities" not in page.text
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        answer = await client.post(
+            "/console/sign-in", data={"csrf": csrf, "identity": "operator:operator-1"}
+        )
+        assert answer.status_code == 401
+        assert "only in the embedded run" in answer.text
