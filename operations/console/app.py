@@ -421,7 +421,11 @@ def _queue_routes(app: FastAPI, console: Console) -> None:
 
 def _order_routes(app: FastAPI, console: Console) -> None:
     async def order_context(
-        request: Request, session: Session, order_id: str, as_of_text: str
+        request: Request,
+        session: Session,
+        order_id: str,
+        as_of_text: str,
+        known_events: int | None = None,
     ) -> dict[str, Any] | Response:
         try:
             as_of = _parse_moment(as_of_text) if as_of_text else None
@@ -435,6 +439,8 @@ def _order_routes(app: FastAPI, console: Console) -> None:
         view = await session.api.get(f"/orders/{quote(order_id)}")
         if not view.ok:
             return console.problem(request, view.problem, session)
+        if known_events == len(view.body["timeline"]):
+            return Response(status_code=204)  # nothing new: spare the stores the audit
         # the caller may see this order (the API said so): now what only the stores can tell
         audit = (
             await audit_order(console.settings, order_id, as_of)
@@ -474,10 +480,11 @@ def _order_routes(app: FastAPI, console: Console) -> None:
         return console.page(request, "order.html", session=session, **context)
 
     @app.get(f"{PREFIX}/orders/{{order_id}}/live")
-    async def order_live(request: Request, order_id: str) -> Response:
-        """The part of the order page that changes as events arrive; the page polls it."""
+    async def order_live(request: Request, order_id: str, known: int | None = None) -> Response:
+        """The part of the order page that changes as events arrive; the page polls it with
+        the number of events it shows and gets 204 while there is none new."""
         session = console.signed_in(request)
-        context = await order_context(request, session, order_id, "")
+        context = await order_context(request, session, order_id, "", known)
         if isinstance(context, Response):
             return context
         return console.page(request, "order_live.html", session=session, **context)

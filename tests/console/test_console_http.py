@@ -5,12 +5,15 @@ API the console calls."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import httpx
 import pytest
 
+from operations.demo.client import Api
 from shared.kernel.auth import Role, mint_token
 from shared.kernel.settings import Settings
 
@@ -76,7 +79,11 @@ def test_a_tampered_session_cookie_counts_as_no_session(client: httpx.Client) ->
 
 def test_a_bad_token_is_refused_and_signs_nobody_in(client: httpx.Client) -> None:
     forged = mint_token(
-        "another-secret", "mallory", Role.OPERATOR, datetime.now(UTC), timedelta(hours=1)
+        "not-the-platforms-secret-" * 2,
+        "mallory",
+        Role.OPERATOR,
+        datetime.now(UTC),
+        timedelta(hours=1),
     )
     answer = sign_in(client, forged)
     assert answer.status_code == 401 and "not accepted" in answer.text
@@ -104,3 +111,24 @@ def test_an_unknown_console_page_is_a_404_problem(client: httpx.Client) -> None:
     assert answer.status_code == 404
     assert answer.headers["content-type"] == "application/problem+json"
     assert client.get("/console/static/console.css").status_code == 200
+
+
+def test_the_live_fragment_answers_204_while_the_timeline_has_nothing_new(
+    client: httpx.Client, system: str
+) -> None:
+    api = Api(system, Settings(), uuid4().hex[:8])
+    placed = api.place("bank_transfer")
+    order_id = placed["order_id"]
+    sign_in(client, token_for(Role.OPERATOR, "operator-http"))
+    live = f"/console/orders/{order_id}/live"
+    fragment = client.get(live, params={"known": 0}, headers=HTML)
+    assert fragment.status_code == 200 and "OrderPlaced" in fragment.text
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        shown = fragment.text.count('<li class="event')
+        answer = client.get(live, params={"known": shown}, headers=HTML)
+        if answer.status_code == 204:
+            assert shown == len(api.order(order_id)["timeline"])
+            return
+        fragment = answer
+    pytest.fail("the live fragment never reported 'nothing new'")

@@ -14,12 +14,15 @@
   }
 
   function poll() {
-    fetch(live.dataset.liveUrl, { headers: { "Accept": "text/html" }, credentials: "same-origin" })
+    var known = live.querySelectorAll(".timeline .event").length;
+    var url = live.dataset.liveUrl + "?known=" + known;
+    fetch(url, { headers: { "Accept": "text/html" }, credentials: "same-origin" })
       .then(function (answer) {
         if (!answer.ok) { throw new Error("status " + answer.status); }
-        return answer.text();
+        return answer.status === 204 ? null : answer.text();
       })
       .then(function (html) {
+        if (html === null) { return; }
         var incoming = document.createElement("div");
         incoming.innerHTML = html;
         var count = incoming.querySelectorAll(".timeline .event").length;
