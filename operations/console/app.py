@@ -341,6 +341,33 @@ def _sign_in_routes(app: FastAPI, console: Console) -> None:
         return RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
 
 
+@dataclass(frozen=True)
+class QueuePage:
+    filings: list[dict[str, Any]]
+    total: int
+    page: int
+    pages: int
+
+
+def queue_page(
+    filings: list[dict[str, Any]], *, seller: str, reason: str, page: int, size: int = PAGE_SIZE
+) -> QueuePage:
+    """The filings matching the filters, oldest first, cut to page `page` (clamped to the
+    pages there are) of `size`."""
+    matching = sorted(
+        (
+            filing
+            for filing in filings
+            if (not seller.strip() or filing["seller_id"] == seller.strip())
+            and (not reason or filing["reason"] == reason)
+        ),
+        key=lambda filing: filing["filed_at"],
+    )
+    pages = max(1, -(-len(matching) // size))
+    page = min(max(page, 1), pages)
+    return QueuePage(matching[(page - 1) * size : page * size], len(matching), page, pages)
+
+
 async def _queue_rows(api: ServiceApi, filings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each filing with its order's payment and the buyer's request, as the order view has them."""
     rows = []
@@ -371,26 +398,15 @@ def _queue_routes(app: FastAPI, console: Console) -> None:
         answer = await session.api.get("/seller-cancellations", status=status)
         if not answer.ok:
             return console.problem(request, answer.problem, session)
-        filings = sorted(
-            (
-                filing
-                for filing in answer.body
-                if (not seller or filing["seller_id"] == seller.strip())
-                and (not reason or filing["reason"] == reason)
-            ),
-            key=lambda filing: filing["filed_at"],
-        )
-        pages = max(1, -(-len(filings) // PAGE_SIZE))
-        page = min(max(page, 1), pages)
-        shown = filings[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        shown = queue_page(answer.body, seller=seller, reason=reason, page=page)
         return console.page(
             request,
             "queue.html",
             session=session,
-            rows=await _queue_rows(session.api, shown),
-            total=len(filings),
-            page=page,
-            pages=pages,
+            rows=await _queue_rows(session.api, shown.filings),
+            total=shown.total,
+            page=shown.page,
+            pages=shown.pages,
             filters={"status": status, "seller": seller, "reason": reason},
             statuses=QUEUE_STATUSES,
             reasons=SELLER_REASONS,

@@ -132,3 +132,19 @@ def test_the_live_fragment_answers_204_while_the_timeline_has_nothing_new(
             return
         fragment = answer
     pytest.fail("the live fragment never reported 'nothing new'")
+
+
+def test_the_state_as_of_a_moment_before_the_order_is_empty_and_a_bad_moment_is_422(
+    client: httpx.Client, system: str
+) -> None:
+    api = Api(system, Settings(), uuid4().hex[:8])
+    order_id = api.place("bank_transfer")["order_id"]
+    sign_in(client, token_for(Role.OPERATOR, "operator-http"))
+    page = f"/console/orders/{order_id}"
+    before = client.get(page, params={"as_of": "2000-01-01T00:00:00Z"}, headers=HTML)
+    assert before.status_code == 200
+    assert "Nothing had happened to this order yet" in before.text
+    now = client.get(page, params={"as_of": datetime.now(UTC).isoformat()}, headers=HTML)
+    assert "Nothing had happened" not in now.text and "awaiting payment" in now.text
+    bad = client.get(page, params={"as_of": "yesterday"})
+    assert bad.status_code == 422 and "as_of" in bad.json()["detail"]

@@ -10,6 +10,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from operations.console import create_console, is_console_path
+from operations.console.app import queue_page
 from operations.console.charts import Step, points_history, step_chart
 from shared.kernel.settings import Settings
 
@@ -84,3 +85,23 @@ async def test_example_identities_are_refused_outside_the_embedded_run() -> None
         )
         assert answer.status_code == 401
         assert "only in the embedded run" in answer.text
+
+
+def filing(number: int, seller: str = "shop-1", reason: str = "out_of_stock") -> dict[str, str]:
+    return {
+        "filing_id": f"f{number}",
+        "seller_id": seller,
+        "reason": reason,
+        "filed_at": (T0 + timedelta(minutes=number)).isoformat(),
+    }
+
+
+def test_the_queue_pages_oldest_first_through_the_filters() -> None:
+    filings = [filing(n) for n in reversed(range(12))] + [filing(99, seller="shop-2")]
+    first = queue_page(filings, seller="shop-1", reason="", page=1, size=5)
+    assert [f["filing_id"] for f in first.filings] == ["f0", "f1", "f2", "f3", "f4"]
+    assert (first.total, first.page, first.pages) == (12, 1, 3)
+    last = queue_page(filings, seller=" shop-1 ", reason="", page=9, size=5)
+    assert [f["filing_id"] for f in last.filings] == ["f10", "f11"] and last.page == 3
+    assert queue_page(filings, seller="", reason="cannot_ship", page=1).total == 0
+    assert queue_page([], seller="", reason="", page=0).pages == 1
