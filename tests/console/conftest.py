@@ -34,10 +34,11 @@ def _require_chromium() -> None:
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`yellowcart up` on a port and data directory of its own, shared by the console's tests
-    (each makes orders of its own); yields its base URL."""
+    """`yellowcart up` on a port and data directory of its own, shared by one module's tests
+    (each makes orders of its own) and stopped after them, so it does not idle through the
+    rest of the suite; yields its base URL."""
     root = tmp_path_factory.mktemp("console")
     port = free_port()
     up = start_up(root / "var", port)

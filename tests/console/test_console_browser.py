@@ -24,12 +24,21 @@ CONSEQUENCES = ("OrderCancelled", "RefundIssued", "PenaltyApplied")
 
 
 def paid_order_with_filing(base_url: str) -> tuple[Api, str, str]:
-    """A buyer's paid order whose seller filed `out_of_stock`: the filing waits for review."""
+    """A buyer's paid order whose seller filed `out_of_stock`: the filing waits for review.
+    The seller files once the dispute service, too, has learnt of the payment (it learns it
+    from the events, as eventually as any reader)."""
     api = Api(base_url, Settings(), uuid4().hex[:8])
     placed = api.place("bank_transfer")
     order_id = placed["order_id"]
     api.pay(order_id, placed["total_amount"], f"gw-{order_id}")
     api.wait_for(order_id, lambda view: view["payment"]["status"] == "paid", "paid")
+    deadline = time.monotonic() + 30
+    while True:
+        case = api.call("GET", f"/cases/{order_id}", Role.SELLER, ok=(200, 404))
+        if case.status_code == 200 and case.json()["order_paid"]:
+            break
+        assert time.monotonic() < deadline, "the dispute service never learnt of the payment"
+        time.sleep(0.2)
     filing = api.file_cancellation(order_id, "out_of_stock")
     return api, order_id, filing["filing_id"]
 
