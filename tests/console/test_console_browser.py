@@ -23,22 +23,25 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.broker, pytest.m
 CONSEQUENCES = ("OrderCancelled", "RefundIssued", "PenaltyApplied")
 
 
-def paid_order_with_filing(base_url: str) -> tuple[Api, str, str]:
-    """A buyer's paid order whose seller filed `out_of_stock`: the filing waits for review.
-    The seller files once the dispute service, too, has learnt of the payment (it learns it
-    from the events, as eventually as any reader)."""
+def paid_order(base_url: str) -> tuple[Api, str]:
+    """A buyer's order, paid, once the dispute service too has learnt of the payment (it learns
+    it from the events, as eventually as any reader), so its seller may file."""
     api = Api(base_url, Settings(), uuid4().hex[:8])
     placed = api.place("bank_transfer")
     order_id = placed["order_id"]
     api.pay(order_id, placed["total_amount"], f"gw-{order_id}")
-    api.wait_for(order_id, lambda view: view["payment"]["status"] == "paid", "paid")
     deadline = time.monotonic() + 30
     while True:
         case = api.call("GET", f"/cases/{order_id}", Role.SELLER, ok=(200, 404))
         if case.status_code == 200 and case.json()["order_paid"]:
-            break
+            return api, order_id
         assert time.monotonic() < deadline, "the dispute service never learnt of the payment"
         time.sleep(0.2)
+
+
+def paid_order_with_filing(base_url: str) -> tuple[Api, str, str]:
+    """A paid order whose seller filed `out_of_stock`: the filing waits for review."""
+    api, order_id = paid_order(base_url)
     filing = api.file_cancellation(order_id, "out_of_stock")
     return api, order_id, filing["filing_id"]
 
@@ -197,11 +200,22 @@ def test_a_form_posted_without_its_csrf_token_is_refused(browser: Browser) -> No
     assert filing_id in {filing["filing_id"] for filing in queue}, "still under review"
 
 
-def test_the_order_page_reads_on_a_phone(phone: Browser) -> None:
-    _, order_id, _ = paid_order_with_filing(phone.base_url)
+def test_the_order_page_shows_new_events_without_a_reload_and_reads_on_a_phone(
+    phone: Browser,
+) -> None:
+    api, order_id = paid_order(phone.base_url)
     sign_in_as_example(phone, "operator:operator-1")
     phone.open(f"/console/orders/{order_id}")
     wait_for_text(phone, "OrderPlaced", "PaymentReceived")
+    settled(phone)
+    assert "SellerCancelRequested" not in phone.text()
+    phone.driver.execute_script("window.loadedOnce = true;")
+
+    api.file_cancellation(order_id, "cannot_ship")  # after the page was loaded
+    wait_for_text(phone, "SellerCancelRequested")
+    assert phone.driver.execute_script("return window.loadedOnce === true;"), "no reload"
+    assert "new event(s)" in phone.driver.find_element(By.ID, "live-status").text
+
     settled(phone)
     width = phone.driver.execute_script("return document.documentElement.scrollWidth;")
     viewport = phone.driver.execute_script("return window.innerWidth;")
