@@ -18,8 +18,8 @@ from uuid import uuid4
 import httpx
 
 from shared.kernel.auth import Role, mint_token
-from shared.kernel.http import sign_body
 from shared.kernel.settings import Settings
+from shared.kernel.webhooks import signed_headers
 
 ADDRESS = {
     "recipient": "Siti Rahma",
@@ -104,7 +104,7 @@ class Api:
             }
         ).encode()
         headers = {
-            "X-Yellowcart-Signature": sign_body(self.settings.gateway_secret, body),
+            **signed_headers(self.settings.gateway_secret, body, datetime.now(UTC)),
             "Content-Type": "application/json",
         }
         deadline = time.monotonic() + 30

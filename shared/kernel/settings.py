@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     data_dir: str = Field("var", description="where embedded SQLite files live")
     token_secret: str = Field(DEV_TOKEN_SECRET, description="HS256 secret for bearer tokens")
     gateway_secret: str = Field(DEV_GATEWAY_SECRET, description="HMAC secret of gateway callbacks")
+    callback_tolerance_s: int = Field(
+        300,
+        ge=1,
+        le=3600,
+        description="a gateway callback signed further than this from our clock is refused "
+        "(replay protection)",
+    )
     instance_id: str = Field(
         "",
         description="stable name of this replica (lease owner); default host:pid. A restarted "
