@@ -82,10 +82,11 @@ from bench.loadsystem import (
     sample_cpu,
     start_with_retries,
 )
-from shared.kernel.settings import DEV_GATEWAY_SECRET
+from shared.kernel.settings import DEV_GATEWAY_SECRET, Settings
 from shared.kernel.webhooks import signed_headers
 
-TOKEN_SECRET = "yellowcart-dev-token-secret-not-for-production"
+SETTINGS = Settings()
+TOKEN_SECRET = SETTINGS.token_secret
 GATEWAY_SECRET = DEV_GATEWAY_SECRET
 DEFAULT_RATES = (25, 50, 100, 200, 400)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -193,7 +194,14 @@ def mint_buyer_tokens(count: int) -> list[bytes]:
     now = int(time.time())
     lines = []
     for number in range(count):
-        claims = {"sub": f"buyer-{number}", "role": "buyer", "iat": now, "exp": now + 86_400}
+        claims = {
+            "sub": f"buyer-{number}",
+            "role": "buyer",
+            "iss": SETTINGS.token_issuer,
+            "aud": SETTINGS.token_audience,
+            "iat": now,
+            "exp": now + 86_400,
+        }
         token = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
         lines.append(
             f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n".encode()

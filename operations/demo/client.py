@@ -17,7 +17,7 @@ from uuid import uuid4
 
 import httpx
 
-from shared.kernel.auth import Role, mint_token
+from shared.kernel.auth import Role
 from shared.kernel.settings import Settings
 from shared.kernel.webhooks import signed_headers
 
@@ -45,7 +45,7 @@ class Api:
         self.buyer = f"buyer-{run_id}"
         self.seller = f"shop-{run_id}"
         self.tokens = {
-            role: mint_token(settings.token_secret, sub, role, now, timedelta(hours=2))
+            role: settings.dev_token(sub, role, now, timedelta(hours=2))
             for role, sub in (
                 (Role.BUYER, self.buyer),
                 (Role.SELLER, self.seller),

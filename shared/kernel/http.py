@@ -13,11 +13,12 @@ from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.kernel.aggregate import DomainError
-from shared.kernel.auth import Caller, InvalidToken, Role, verify_token
+from shared.kernel.auth import Caller, InvalidToken, Role, TokenVerifier
 from shared.kernel.eventstore.port import ConcurrencyConflict, StoreUnavailable
 from shared.kernel.fields import IDENTIFIER
 
@@ -185,11 +186,20 @@ async def current_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The bearer token resolved into a Caller (secret from the app's settings), or 401."""
+    """The bearer token resolved into a Caller (rules from the app's settings), or 401."""
     if credentials is None:
         raise HTTPProblem(401, "Unauthorized", "a bearer token is required")
+    token = credentials.credentials
+    verifier: TokenVerifier | None = getattr(request.app.state, "token_verifier", None)
+    if verifier is None:
+        verifier = request.app.state.token_verifier = request.app.state.settings.token_verifier()
     try:
-        return verify_token(request.app.state.settings.token_secret, credentials.credentials)
+        caller = verifier.cached(token)
+        if caller is not None:
+            return caller
+        if verifier.may_block:  # a JWKS URL may be fetched: not on the event loop
+            return await run_in_threadpool(verifier.verify, token)
+        return verifier.verify(token)
     except InvalidToken as error:
         raise HTTPProblem(401, "Unauthorized", f"invalid token: {error}") from None
 

@@ -158,6 +158,9 @@ async def edge(kafka: LocalBroker, tmp_path: Path) -> AsyncIterator[EdgeFactory]
 # --- callers -------------------------------------------------------------------------------
 
 
+RULES = Settings().token_rules()
+
+
 @dataclass(frozen=True)
 class Tokens:
     """Authorization headers for callers, minted with the services' token secret."""
@@ -174,7 +177,7 @@ class Tokens:
         ttl: timedelta = timedelta(hours=1),
     ) -> dict[str, str]:
         now = issued_at or datetime.now(UTC)
-        token = mint_token(secret or self.secret, sub, role, now, ttl)
+        token = mint_token(secret or self.secret, sub, role, now, ttl, rules=RULES)
         return {"Authorization": f"Bearer {token}"}
 
     def buyer(self, sub: str) -> dict[str, str]:
