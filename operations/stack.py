@@ -30,7 +30,6 @@ from operations.identities import EXAMPLE_USERS
 from operations.localbroker import LocalBroker, create_topics, free_port
 from operations.supervisor import Child, Supervisor, answers_health
 from shared.contracts.events import TOPICS
-from shared.kernel.auth import mint_token
 from shared.kernel.clock import SystemClock
 from shared.kernel.settings import Settings
 
@@ -115,7 +114,7 @@ def _banner(console: Console, base_url: str, settings: Settings, broker: str) ->
     console.print(f"  data:       {Path(settings.data_dir).resolve()}")
     console.print("  example tokens (Authorization: Bearer <token>):")
     for role, sub in EXAMPLE_USERS:
-        token = mint_token(settings.token_secret, sub, role, now, timedelta(days=30))
+        token = settings.dev_token(sub, role, now, timedelta(days=30))
         console.print(f"    {role.value:<9}{sub:<12}{token}", soft_wrap=True)
     console.print("  Ctrl-C stops everything; data stays in the data directory.\n")
 
@@ -162,7 +161,7 @@ def run_stack(settings: Settings, console: Console, *, demo_windows: bool = Fals
     try:
         server = uvicorn.Server(
             uvicorn.Config(
-                create_gateway(upstreams, settings),
+                create_gateway(upstreams, settings=settings),
                 host=settings.http_host,
                 port=port,
                 log_level="warning",

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -32,7 +33,7 @@ from operations.catalog import SERVICES
 from operations.console.api import Answer, ServiceApi
 from operations.console.charts import points_history, step_chart
 from operations.identities import EXAMPLE_USERS
-from shared.kernel.auth import Caller, InvalidToken, Role, mint_token, verify_token
+from shared.kernel.auth import Caller, InvalidToken, Role
 from shared.kernel.clock import SystemClock, utc
 from shared.kernel.eventstore.sqlite import sqlite_path
 from shared.kernel.http import problem_response
@@ -54,11 +55,16 @@ def is_console_path(path: str) -> bool:
 
 
 def session_secret(settings: Settings) -> str:
-    """The session cookie's signing key, derived from the token secret: whoever may mint bearer
-    tokens may sign sessions anyway, and a deployment has one secret fewer to manage."""
-    return hmac.new(
-        settings.token_secret.encode(), b"yellowcart console session", sha256
-    ).hexdigest()
+    """The session cookie's signing key: `YELLOWCART_CONSOLE_SECRET` when set; in the embedded
+    run, derived from the embedded token secret (stable across restarts of `up`); otherwise a
+    random key for this process (sessions end when it restarts)."""
+    if settings.console_secret:
+        return settings.console_secret
+    if settings.environment == "embedded":
+        return hmac.new(
+            settings.token_secret.encode(), b"yellowcart console session", sha256
+        ).hexdigest()
+    return secrets.token_hex(32)
 
 
 class SignInRequired(Exception):
@@ -84,6 +90,7 @@ class Console:
         self.gateway = gateway
         self.settings = settings
         self.clock = SystemClock()
+        self.verifier = settings.token_verifier()
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(["html"]),
@@ -97,12 +104,21 @@ class Console:
     def embedded(self) -> bool:
         return self.settings.environment == "embedded"
 
-    def signed_in(self, request: Request) -> Session:
+    async def caller_of(self, token: str) -> Caller:
+        """The caller a token names, verified as the services verify it (InvalidToken if not)."""
+        caller = self.verifier.cached(token)
+        if caller is not None:
+            return caller
+        if self.verifier.may_block:  # a JWKS URL may be fetched: not on the event loop
+            return await run_in_threadpool(self.verifier.verify, token)
+        return self.verifier.verify(token)
+
+    async def signed_in(self, request: Request) -> Session:
         token = request.session.get("token")
         if not token:
             raise SignInRequired(_here(request))
         try:
-            caller = verify_token(self.settings.token_secret, token)
+            caller = await self.caller_of(token)
         except InvalidToken:
             request.session.pop("token", None)
             raise SignInRequired(_here(request)) from None
@@ -287,7 +303,7 @@ def _install_error_pages(app: FastAPI, console: Console) -> None:
 def _sign_in_routes(app: FastAPI, console: Console) -> None:
     @app.get(PREFIX)
     async def home(request: Request) -> Response:
-        session = console.signed_in(request)
+        session = await console.signed_in(request)
         if session.caller.role is Role.OPERATOR:
             return RedirectResponse(f"{PREFIX}/queue", status_code=303)
         if session.caller.role is Role.SELLER:
@@ -316,12 +332,12 @@ def _sign_in_routes(app: FastAPI, console: Console) -> None:
                 error = "example identities exist only in the embedded run"
             else:
                 role, sub = example[identity]
-                token = mint_token(
-                    console.settings.token_secret, sub, role, console.clock.now(), EXAMPLE_TOKEN_TTL
+                token = console.settings.dev_token(
+                    sub, role, console.clock.now(), EXAMPLE_TOKEN_TTL
                 )
         if not error:
             try:
-                verify_token(console.settings.token_secret, token)
+                await console.caller_of(token)
             except InvalidToken as invalid:
                 error = f"this token is not accepted here: {invalid}"
         if error:
@@ -392,7 +408,7 @@ def _queue_routes(app: FastAPI, console: Console) -> None:
         reason: str = "",
         page: int = 1,
     ) -> Response:
-        session = console.signed_in(request)
+        session = await console.signed_in(request)
         if status not in QUEUE_STATUSES:
             status = "under_review"
         answer = await session.api.get("/seller-cancellations", status=status)
@@ -414,7 +430,7 @@ def _queue_routes(app: FastAPI, console: Console) -> None:
 
     @app.post(f"{PREFIX}/queue/{{filing_id}}/decision")
     async def decide(request: Request, filing_id: str) -> Response:
-        session = console.signed_in(request)
+        session = await console.signed_in(request)
         form = await checked_form(request)
         decision = _form_text(form, "decision")
         if decision not in ("approve", "reject"):
@@ -478,7 +494,7 @@ def _order_routes(app: FastAPI, console: Console) -> None:
 
     @app.get(f"{PREFIX}/orders")
     async def find_order(request: Request, order_id: str = "") -> Response:
-        session = console.signed_in(request)
+        session = await console.signed_in(request)
         if order_id.strip():
             return RedirectResponse(f"{PREFIX}/orders/{quote(order_id.strip())}", status_code=303)
         own: list[dict[str, Any]] = []
@@ -489,7 +505,7 @@ def _order_routes(app: FastAPI, console: Console) -> None:
 
     @app.get(f"{PREFIX}/orders/{{order_id}}")
     async def order_page(request: Request, order_id: str, as_of: str = "") -> Response:
-        session = console.signed_in(request)
+        session = await console.signed_in(request)
         context = await order_context(request, session, order_id, as_of)
         if isinstance(context, Response):
             return context
@@ -499,7 +515,7 @@ def _order_routes(app: FastAPI, console: Console) -> None:
     async def order_live(request: Request, order_id: str, known: int | None = None) -> Response:
         """The part of the order page that changes as events arrive; the page polls it with
         the number of events it shows and gets 204 while there is none new."""
-        session = console.signed_in(request)
+        session = await console.signed_in(request)
         context = await order_context(request, session, order_id, "", known)
         if isinstance(context, Response):
             return context
@@ -509,7 +525,7 @@ def _order_routes(app: FastAPI, console: Console) -> None:
 def _seller_routes(app: FastAPI, console: Console) -> None:
     @app.get(f"{PREFIX}/sellers")
     async def find_seller(request: Request, seller_id: str = "") -> Response:
-        session = console.signed_in(request)
+        session = await console.signed_in(request)
         wanted = seller_id.strip() or (
             session.caller.sub if session.caller.role is Role.SELLER else ""
         )
@@ -519,7 +535,7 @@ def _seller_routes(app: FastAPI, console: Console) -> None:
 
     @app.get(f"{PREFIX}/sellers/{{seller_id}}")
     async def seller_page(request: Request, seller_id: str) -> Response:
-        session = console.signed_in(request)
+        session = await console.signed_in(request)
         answer = await session.api.get(f"/sellers/{quote(seller_id)}/performance")
         if not answer.ok:
             return console.problem(request, answer.problem, session)
@@ -538,7 +554,7 @@ def _seller_routes(app: FastAPI, console: Console) -> None:
 def _system_routes(app: FastAPI, console: Console) -> None:
     @app.get(f"{PREFIX}/health")
     async def health(request: Request) -> Response:
-        session = console.signed_in(request)
+        session = await console.signed_in(request)
         answer: Answer = await session.api.get("/health")
         services = answer.body.get("services", {}) if isinstance(answer.body, dict) else {}
         rows = [
@@ -559,7 +575,7 @@ def _system_routes(app: FastAPI, console: Console) -> None:
 
     @app.get(f"{PREFIX}/dead-letters")
     async def dead_letters(request: Request) -> Response:
-        session = console.signed_in(request)
+        session = await console.signed_in(request)
         return console.page(
             request, "dead_letters.html", session=session, available=DEAD_LETTER_WORKBENCH
         )

@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from operations.demo.client import Api
-from shared.kernel.auth import Role, mint_token
+from shared.kernel.auth import Role
 from shared.kernel.settings import Settings
 from tests.console.conftest import Browser
 
@@ -169,8 +169,8 @@ def test_operator_approves_a_filing_and_watches_refund_and_penalty_arrive_live(
 def test_a_seller_cannot_open_another_shops_order(browser: Browser) -> None:
     api, order_id, _ = paid_order_with_filing(browser.base_url)
     settings = Settings()
-    other_shop = mint_token(
-        settings.token_secret, "shop-elsewhere", Role.SELLER, datetime.now(UTC), timedelta(hours=1)
+    other_shop = settings.dev_token(
+        "shop-elsewhere", Role.SELLER, datetime.now(UTC), timedelta(hours=1)
     )
     sign_in_with_token(browser, other_shop)
     browser.open(f"/console/orders/{order_id}")

@@ -36,8 +36,7 @@ def csrf_of(client: httpx.Client) -> str:
 
 
 def token_for(role: Role, sub: str) -> str:
-    secret = Settings().token_secret
-    return mint_token(secret, sub, role, datetime.now(UTC), timedelta(hours=1))
+    return Settings().dev_token(sub, role, datetime.now(UTC), timedelta(hours=1))
 
 
 def sign_in(client: httpx.Client, token: str, next_path: str = "/console") -> httpx.Response:
@@ -84,6 +83,7 @@ def test_a_bad_token_is_refused_and_signs_nobody_in(client: httpx.Client) -> Non
         Role.OPERATOR,
         datetime.now(UTC),
         timedelta(hours=1),
+        rules=Settings().token_rules(),
     )
     answer = sign_in(client, forged)
     assert answer.status_code == 401 and "not accepted" in answer.text

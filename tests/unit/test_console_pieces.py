@@ -4,6 +4,7 @@ and that example identities are refused outside the embedded run."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -72,8 +73,12 @@ async def never_called_gateway(scope: Scope, receive: Receive, send: Send) -> No
     raise AssertionError("signing in must not call the services")
 
 
-async def test_example_identities_are_refused_outside_the_embedded_run() -> None:
-    production = Settings(environment="production", token_secret="t" * 40, gateway_secret="g" * 40)
+async def test_example_identities_are_refused_outside_the_embedded_run(tmp_path: Path) -> None:
+    production = Settings(
+        environment="production",
+        token_jwks=str(tmp_path / "jwks.json"),  # never read: no token is verified here
+        gateway_secret="g" * 40,
+    )
     console = create_console(never_called_gateway, production)
     transport = httpx.ASGITransport(app=console)
     async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
