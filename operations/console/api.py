@@ -47,10 +47,20 @@ class ServiceApi:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         transport = httpx.ASGITransport(app=self.gateway)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://gateway", timeout=TIMEOUT_S
-        ) as client:
-            response = await client.request(method, path, headers=headers, **kwargs)
+        try:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://gateway", timeout=TIMEOUT_S
+            ) as client:
+                response = await client.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as error:
+            return Answer(
+                503,
+                {
+                    "title": "Service unavailable",
+                    "status": 503,
+                    "detail": f"the API did not answer ({type(error).__name__}); try again",
+                },
+            )
         try:
             body = response.json()
         except ValueError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,8 @@ from shared.kernel.clock import SystemClock, utc
 from shared.kernel.eventstore.sqlite import sqlite_path
 from shared.kernel.http import problem_response
 from shared.kernel.settings import Settings
+
+log = logging.getLogger("yellowcart.console")
 
 PREFIX = "/console"
 HERE = Path(__file__).parent
@@ -155,6 +158,19 @@ class Console:
                 request, "error.html", status, session, title=title, detail=detail, code=status
             )
         return problem_response(status, title, detail, request.url.path)
+
+    async def audit(self, order_id: str, as_of: datetime | None) -> dict[str, Any] | None:
+        """The audit tool's report on one order (chains, view as of a moment), or None where
+        the stores cannot be read: the page then shows what the API gave, never an error."""
+        if not self.stores_readable():
+            return None
+        try:
+            return await audit_order(self.settings, order_id, as_of)
+        except Exception:  # a store busy or gone must not take the order page down
+            log.warning(
+                "audit of %s failed; the console shows the API's view only", order_id, exc_info=True
+            )
+            return None
 
     def stores_readable(self) -> bool:
         """Whether this process can read every service's store (the audit tool's input): an
@@ -474,11 +490,7 @@ def _order_routes(app: FastAPI, console: Console) -> None:
         if known_events == len(view.body["timeline"]):
             return Response(status_code=204)  # nothing new: spare the stores the audit
         # the caller may see this order (the API said so): now what only the stores can tell
-        audit = (
-            await audit_order(console.settings, order_id, as_of)
-            if console.stores_readable()
-            else None
-        )
+        audit = await console.audit(order_id, as_of)
         timeline = view.body["timeline"]
         for entry in timeline:
             entry["later"] = as_of is not None and utc(datetime.fromisoformat(entry["at"])) > as_of
