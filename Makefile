@@ -54,12 +54,14 @@ lock: install
 	  -o deploy/requirements.txt --quiet
 
 # What can be proven without a Docker engine or a cluster (CI runs it): hadolint on every
-# Dockerfile, the lock file, compose rendered with and without its profiles, every Kubernetes
-# manifest against the API schemas.
+# Dockerfile (no findings allowed), shellcheck on the deployment scripts, the lock file against
+# pyproject.toml, compose validated with and without each profile and read property by
+# property, every Kubernetes manifest (base and overlays, rendered) against the API schemas.
 deploy-check: install
-	git ls-files -co --exclude-standard '*Dockerfile*' | xargs $(BIN)/hadolint
+	git ls-files -co --exclude-standard -- '*Dockerfile*' | xargs $(BIN)/hadolint --failure-threshold=style
+	$(BIN)/shellcheck deploy/compose/*.sh .ci/run
 	$(BIN)/uv lock --check --offline --quiet
-	$(BIN)/python -m deploy.check
+	$(BIN)/pytest -q -p no:cacheprovider tests/deploy tests/unit/test_lock_file.py
 
 # On a host with Docker: build, start the stack, wait for ready, play the demo through the
 # gateway, tear everything down (volumes too).

@@ -40,8 +40,9 @@ def test_the_check_fails_when_pyproject_gains_a_dependency_the_lock_lacks(tmp_pa
     (project / "pyproject.toml").write_text(pyproject)
     unchanged = uv("lock", "--check", cwd=project, cache=tmp_path / "cache")
     assert unchanged.returncode == 0, unchanged.stderr  # the copy alone passes
-    assert '    "pydantic>=2.14,<3",\n' in pyproject
-    edited = pyproject.replace('    "pydantic>=2.14,<3",\n', '    "pydantic>=2.14,<3",\n    "six",\n')
+    pin = '    "pydantic>=2.14,<3",\n'
+    assert pin in pyproject
+    edited = pyproject.replace(pin, pin + '    "six",\n')
     (project / "pyproject.toml").write_text(edited)
 
     result = uv("lock", "--check", cwd=project, cache=tmp_path / "cache")
