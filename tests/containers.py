@@ -106,3 +106,38 @@ def kafka_broker(timeout_s: float = 90) -> Iterator[str]:
     with container:
         wait_for_logs(container, "Kafka Server started", timeout=timeout_s)
         yield f"127.0.0.1:{port}"
+
+
+@contextmanager
+def compose_kafka(secrets: Path, timeout_s: float = 120) -> Iterator[str]:
+    """Kafka as docker-compose.yml configures it (SASL on every listener, ACLs, the JAAS file from
+    `secrets`), with deploy/compose/kafka-init.sh run inside it. Only the CLIENT listener is
+    advertised at the published host port instead of kafka:9092. Yields that bootstrap."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    environment = {
+        key: str(value) for key, value in compose["services"]["kafka"]["environment"].items()
+    }
+    port = free_tcp_port()
+    environment["KAFKA_ADVERTISED_LISTENERS"] = f"CLIENT://127.0.0.1:{port},INTERNAL://kafka:9094"
+    init = compose["services"]["kafka-init"]["environment"]
+    container = (
+        DockerContainer(compose_image("kafka"))
+        .with_bind_ports(9092, port)
+        .with_envs(**environment)
+        .with_kwargs(hostname="kafka")
+        .with_volume_mapping(str(secrets), "/run/secrets", "ro")
+        .with_volume_mapping(
+            str(ROOT / "deploy" / "compose" / "kafka-init.sh"),
+            "/opt/yellowcart/kafka-init.sh",
+            "ro",
+        )
+    )
+    with container:
+        wait_for_logs(container, "Kafka Server started", timeout=timeout_s)
+        command = ["env", *(f"{key}={value}" for key, value in init.items())]
+        exit_code, output = container.exec([*command, "bash", "/opt/yellowcart/kafka-init.sh"])
+        assert exit_code == 0, output.decode()
+        yield f"127.0.0.1:{port}"
