@@ -1,15 +1,31 @@
 """Operations settings from the environment (prefix `YELLOWCART_`), read only when asked, never
-at import. The policy (the rules platforms vary) is the product's: `shared.contracts.policy`."""
+at import. The policy (the rules platforms vary) is the product's: `shared.contracts.policy`.
+
+Any setting can also come from a file: `YELLOWCART_<NAME>_FILE=/run/secrets/x` reads the value
+from that file (one trailing newline dropped). Containers use this for every secret (Docker
+secrets, Kubernetes Secret volumes), so no password is ever in an environment listing. A value
+set directly in the environment wins over the file.
+"""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
 
 from shared.kernel.auth import KeySet, Role, TokenRules, TokenVerifier, mint_token
+
+ENV_PREFIX = "YELLOWCART_"
 
 DEV_TOKEN_SECRET = "yellowcart-dev-token-secret-not-for-production"
 DEV_GATEWAY_SECRET = "yellowcart-dev-gateway-secret-not-for-production"
@@ -19,7 +35,7 @@ class Settings(BaseSettings):
     """Operations settings shared by every service process and tool."""
 
     model_config = SettingsConfigDict(
-        env_prefix="YELLOWCART_", env_nested_delimiter="__", extra="ignore"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore"
     )
 
     environment: Literal["embedded", "production"] = Field(
@@ -29,6 +45,21 @@ class Settings(BaseSettings):
     broker_url: str = Field("localhost:9092", description="Kafka bootstrap servers")
     kafka_idempotence: bool = Field(
         False, description="idempotent producer: on for real Kafka, off for the local Tansu broker"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="how clients talk to Kafka: SASL_SSL (or SASL_PLAINTEXT inside a private "
+        "network) in production, PLAINTEXT for the local broker",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*"
+    )
+    kafka_sasl_username: str = Field("", description="this service's Kafka principal")
+    kafka_sasl_password: str = Field(
+        "", description="its password; give it as a file: YELLOWCART_KAFKA_SASL_PASSWORD_FILE"
+    )
+    kafka_ssl_cafile: str = Field(
+        "", description="CA bundle that signed the brokers' certificates (SASL_SSL)"
     )
     kafka_request_timeout_ms: int = Field(
         15_000, description="a produce not acknowledged by then fails and is retried by the relay"
@@ -81,6 +112,23 @@ class Settings(BaseSettings):
     )
     timer_interval_s: float = Field(0.2, description="timer scheduler poll interval")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            ValueFilesSource(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
     @model_validator(mode="after")
     def _no_dev_secrets_outside_embedded(self) -> Settings:
         if self.environment != "embedded":
@@ -120,3 +168,31 @@ class Settings(BaseSettings):
             or self.store_url
             or f"sqlite:///{self.data_dir}/{service.replace('-', '_')}.db"
         )
+
+
+class ValueFilesSource(PydanticBaseSettingsSource):
+    """Settings read from the files named by `YELLOWCART_<NAME>_FILE` variables.
+
+    pydantic-settings' own `secrets_dir` wants one directory whose file names are the variable
+    names; the `_FILE` convention (the one the mongo and kafka images use) lets each deployment
+    mount each secret wherever its platform puts it, and says in the environment where it is.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        variable = f"{ENV_PREFIX}{field_name.upper()}_FILE"
+        path = os.environ.get(variable)
+        if not path:
+            return None, field_name, False
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ValueError(f"{variable}={path}: cannot read the file ({error})") from error
+        return text.removesuffix("\n").removesuffix("\r"), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
