@@ -13,7 +13,16 @@ keep() {  # keep NAME CONTENT: write only when absent
   [ -e "$dir/$1" ] || printf '%s\n' "$2" >"$dir/$1"
 }
 
-keep token_secret "$(random)"
+# Bearer tokens: an Ed25519 signing key (kept here for `yellowcart token` and the smoke demo;
+# the services mount only the public JWKS). With an identity provider, replace token_jwks by
+# its key set and delete token_signing_key.
+if [ ! -e "$dir/token_signing_key" ]; then
+  openssl genpkey -algorithm ed25519 -out "$dir/token_signing_key"
+  chmod 600 "$dir/token_signing_key"
+fi
+public_x="$(openssl pkey -in "$dir/token_signing_key" -pubout -outform DER | tail -c 32 |
+  base64 | tr '+/' '-_' | tr -d '=\n')"
+keep token_jwks "{\"keys\": [{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"x\": \"$public_x\", \"kid\": \"compose-1\", \"alg\": \"EdDSA\", \"use\": \"sig\"}]}"
 keep gateway_secret "$(random)"
 keep kafka_admin_password "$(random)"
 for service in order payment seller_dispute penalty; do

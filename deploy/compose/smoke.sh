@@ -32,7 +32,11 @@ until curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; do
 done
 echo "ready after ${SECONDS}s"
 
-# the demo runs in the order service's container definition, so it mints its tokens and signs
-# its payment callbacks with the stack's own secret files
-"${run[@]}" run --rm --no-deps order demo --url http://gateway:8000
+# the demo runs in the order service's container definition, so it signs its payment callbacks
+# with the stack's own secret; its tokens are signed with the key whose public half the JWKS holds
+"${run[@]}" run --rm --no-deps \
+  -v "$PWD/deploy/compose/secrets/token_signing_key:/run/secrets/token_signing_key:ro" \
+  -e YELLOWCART_TOKEN_SIGNING_KEY=/run/secrets/token_signing_key \
+  -e YELLOWCART_TOKEN_SIGNING_KID=compose-1 \
+  order demo --url http://gateway:8000
 echo "compose smoke passed"

@@ -22,8 +22,14 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-
-from shared.kernel.auth import KeySet, Role, TokenRules, TokenVerifier, mint_token
+from shared.kernel.auth import (
+    KeySet,
+    Role,
+    TokenRules,
+    TokenVerifier,
+    mint_token,
+    mint_with_private_key,
+)
 
 ENV_PREFIX = "YELLOWCART_"
 
@@ -80,6 +86,12 @@ class Settings(BaseSettings):
         description="JWKS file path or URL with the public keys (EdDSA or RS256) that sign "
         "bearer tokens; required in production, where HS256 is refused",
     )
+    token_signing_key: str = Field(
+        "",
+        description="PEM private key (EdDSA or RS256) that `yellowcart token` and the demo sign "
+        "with in production; the services never need it",
+    )
+    token_signing_kid: str = Field("", description="the key id (`kid`) of `token_signing_key`")
     token_issuer: str = Field("yellowcart", description="the `iss` every token must carry")
     token_audience: str = Field("yellowcart-api", description="the `aud` every token must carry")
     token_leeway_s: int = Field(
@@ -158,9 +170,15 @@ class Settings(BaseSettings):
             return TokenVerifier(self.token_rules(), keys=KeySet(self.token_jwks))
         return TokenVerifier(self.token_rules(), secret=self.token_secret)
 
-    def dev_token(self, sub: str, role: Role, now: datetime, ttl: timedelta) -> str:
-        """A token signed with the embedded secret (the example tokens of `up`, the demo)."""
-        return mint_token(self.token_secret, sub, role, now, ttl, rules=self.token_rules())
+    def issue_token(self, sub: str, role: Role, now: datetime, ttl: timedelta) -> str:
+        """A token for the tools that act as a caller (`yellowcart token`, `up`'s example
+        tokens, the demo): signed with `token_signing_key` when set, else with the embedded
+        secret. Services never need a signing key; only a tool that mints does."""
+        rules = self.token_rules()
+        if self.token_signing_key:
+            pem = Path(self.token_signing_key).read_bytes()
+            return mint_with_private_key(pem, self.token_signing_kid, sub, role, now, ttl, rules)
+        return mint_token(self.token_secret, sub, role, now, ttl, rules=rules)
 
     def store_url_for(self, service: str) -> str:
         return (

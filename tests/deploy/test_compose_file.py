@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 SECRET_WORDS = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL|JAAS", re.IGNORECASE)
+PATH_VALUED = {"YELLOWCART_TOKEN_JWKS"}
+"""Settings whose value is itself a file path (the JWKS is read from the file it names)."""
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +118,10 @@ def test_no_secret_is_written_inline(compose: dict[str, Any]) -> None:
     assert "password=" not in text.lower()
     for name, spec in compose["services"].items():
         for key, value in environment(spec).items():
-            if SECRET_WORDS.search(key) and not key.endswith("_FILE"):
+            file_valued = key.endswith("_FILE") or key in PATH_VALUED
+            if SECRET_WORDS.search(key) and not file_valued:
                 pytest.fail(f"{name}: {key} is set inline; give it as a *_FILE secret")
-            if key.endswith("_FILE"):
+            if file_valued:
                 assert value.startswith("/run/secrets/"), f"{name}: {key}={value}"
                 target = value.removeprefix("/run/secrets/")
                 assert target in mounted_secrets(spec), f"{name}: {value} is not mounted"

@@ -91,7 +91,7 @@ def test_the_runtime_stage_carries_no_build_tools_or_local_broker() -> None:
         (".venv/bin/python", False),
         ("tests/conftest.py", False),
         ("var/order.db", False),
-        ("deploy/compose/secrets/token_secret", False),
+        ("deploy/compose/secrets/token_jwks", False),
         ("shared/kernel/__pycache__/settings.cpython-311.pyc", False),
         (".git/HEAD", False),
     ],
