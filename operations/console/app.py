@@ -348,7 +348,7 @@ def _sign_in_routes(app: FastAPI, console: Console) -> None:
                 error = "example identities exist only in the embedded run"
             else:
                 role, sub = example[identity]
-                token = console.settings.dev_token(
+                token = console.settings.issue_token(
                     sub, role, console.clock.now(), EXAMPLE_TOKEN_TTL
                 )
         if not error:

@@ -72,6 +72,26 @@ def wait_for_text(browser: Browser, *texts: str, timeout_s: float = 60) -> None:
     )
 
 
+def arrived_at(browser: Browser, url_part: str, timeout_s: float = 15) -> None:
+    """Wait for the navigation a click started (the old page's elements go stale)."""
+    WebDriverWait(browser.driver, timeout_s, poll_frequency=0.1).until(
+        lambda driver: url_part in driver.current_url, f"never reached {url_part}"
+    )
+
+
+def queued_filing(browser: Browser, filing_id: str, timeout_s: float = 30) -> Any:
+    """The filing's card on the queue page. The queue is a projection of the dispute events,
+    so a filing just made may need a reload or two to appear (as it would for a person)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = browser.driver.find_elements(By.ID, f"filing-{filing_id}")
+        if found:
+            return found[0].find_element(By.XPATH, "..")
+        assert time.monotonic() < deadline, f"filing {filing_id} never reached the queue"
+        time.sleep(0.5)
+        browser.driver.refresh()
+
+
 def settled(browser: Browser, quiet_s: float = 2.5, timeout_s: float = 30) -> None:
     """Wait until the live timeline stopped changing (no new event for `quiet_s`), so an
     element found next is not swapped out by the page's next poll."""
@@ -105,13 +125,14 @@ def test_operator_approves_a_filing_and_watches_refund_and_penalty_arrive_live(
     # the queue, filtered to this run's seller: the filing with its order's payment
     browser.driver.find_element(By.ID, "seller").send_keys(api.seller)
     browser.driver.find_element(By.XPATH, "//button[text()='Filter']").click()
-    card = browser.driver.find_element(By.ID, f"filing-{filing_id}").find_element(By.XPATH, "..")
+    arrived_at(browser, "seller=")
+    card = queued_filing(browser, filing_id)
     assert "out of stock" in card.text and "paid" in card.text and order_id in card.text
     browser.check_page("queue")
 
     card.find_element(By.NAME, "note").send_keys("stock count confirmed by phone")
     card.find_element(By.CSS_SELECTOR, "button[value='approve']").click()
-    assert browser.driver.current_url.endswith(f"/console/orders/{order_id}")
+    arrived_at(browser, f"/console/orders/{order_id}")
     assert f"Filing {filing_id} approved." in browser.text()
     browser.driver.execute_script("window.loadedOnce = true;")
 
@@ -144,6 +165,7 @@ def test_operator_approves_a_filing_and_watches_refund_and_penalty_arrive_live(
     first = browser.driver.find_element(By.CSS_SELECTOR, ".timeline li:first-child")
     first.find_element(By.TAG_NAME, "summary").click()
     first.find_element(By.LINK_TEXT, "State as of this event").click()
+    arrived_at(browser, "as_of=")
     facts = browser.driver.find_element(By.ID, "summary-heading").find_element(By.XPATH, "..")
     assert "State as of" in facts.text and "awaiting payment" in facts.text
     assert "cancelled" not in facts.text.split("Status", 1)[1].split("\n")[1]
@@ -152,7 +174,7 @@ def test_operator_approves_a_filing_and_watches_refund_and_penalty_arrive_live(
     # the seller page: the penalty and its expiry, the chart of active points
     browser.open(f"/console/orders/{order_id}")
     browser.driver.find_element(By.LINK_TEXT, api.seller).click()
-    assert browser.driver.current_url.endswith(f"/console/sellers/{api.seller}")
+    arrived_at(browser, f"/console/sellers/{api.seller}")
     text = browser.text()
     assert "Active points\n3" in text and order_id in text and "out of stock" in text
     assert browser.driver.find_elements(By.CSS_SELECTOR, "svg.chart path.line")
@@ -169,7 +191,7 @@ def test_operator_approves_a_filing_and_watches_refund_and_penalty_arrive_live(
 def test_a_seller_cannot_open_another_shops_order(browser: Browser) -> None:
     api, order_id, _ = paid_order_with_filing(browser.base_url)
     settings = Settings()
-    other_shop = settings.dev_token(
+    other_shop = settings.issue_token(
         "shop-elsewhere", Role.SELLER, datetime.now(UTC), timedelta(hours=1)
     )
     sign_in_with_token(browser, other_shop)
@@ -191,10 +213,10 @@ def test_a_form_posted_without_its_csrf_token_is_refused(browser: Browser) -> No
     api, _, filing_id = paid_order_with_filing(browser.base_url)
     sign_in_as_example(browser, "operator:operator-1")
     browser.open(f"/console/queue?seller={api.seller}")
-    card = browser.driver.find_element(By.ID, f"filing-{filing_id}").find_element(By.XPATH, "..")
+    card = queued_filing(browser, filing_id)
     browser.driver.execute_script("arguments[0].querySelector('input[name=csrf]').remove();", card)
     card.find_element(By.CSS_SELECTOR, "button[value='approve']").click()
-    assert "Forbidden" in browser.text() and "CSRF" in browser.text()
+    wait_for_text(browser, "Forbidden", "CSRF", timeout_s=15)
     time.sleep(1)  # were it accepted, the decision would be visible well within this
     queue: list[dict[str, Any]] = api.review_queue()
     assert filing_id in {filing["filing_id"] for filing in queue}, "still under review"

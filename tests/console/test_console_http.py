@@ -36,7 +36,7 @@ def csrf_of(client: httpx.Client) -> str:
 
 
 def token_for(role: Role, sub: str) -> str:
-    return Settings().dev_token(sub, role, datetime.now(UTC), timedelta(hours=1))
+    return Settings().issue_token(sub, role, datetime.now(UTC), timedelta(hours=1))
 
 
 def sign_in(client: httpx.Client, token: str, next_path: str = "/console") -> httpx.Response:
