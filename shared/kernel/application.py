@@ -14,6 +14,7 @@ is not mistaken for a repeat. A lost race reloads and decides again.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from shared.kernel.eventstore.port import (
     NewTimer,
     StreamNotFound,
 )
+from shared.kernel.metrics import STORE_APPEND_DURATION
 
 A = TypeVar("A", bound=Aggregate)
 log = logging.getLogger(__name__)
@@ -155,18 +157,28 @@ class Repository(Generic[A]):
             for index, timer in enumerate(aggregate.pending_timers)
         ]
         first = aggregate.pending[0]
-        commit = await self.store.append(
-            NewCommit(
-                stream_id=aggregate.stream_id,
-                expected_version=aggregate.version,
-                events=envelopes,
-                topic=first.topic,
-                partition_key=first.partition_key(),
-                causation_id=causation_id,
-                timers=timers,
-                handler=handler,
-            )
+        new_commit = NewCommit(
+            stream_id=aggregate.stream_id,
+            expected_version=aggregate.version,
+            events=envelopes,
+            topic=first.topic,
+            partition_key=first.partition_key(),
+            causation_id=causation_id,
+            timers=timers,
+            handler=handler,
         )
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            commit = await self.store.append(new_commit)
+            outcome = "stored"
+        except (ConcurrencyConflict, DuplicateCausation) as refused:
+            outcome = "conflict" if isinstance(refused, ConcurrencyConflict) else "duplicate"
+            raise
+        finally:
+            STORE_APPEND_DURATION.labels(self.aggregate_type.__name__, outcome).observe(
+                time.perf_counter() - started
+            )
         aggregate.version += len(aggregate.pending)
         aggregate.pending.clear()
         aggregate.pending_timers.clear()

@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         "the latency an idle consumer adds to the next event",
     )
     timer_interval_s: float = Field(0.2, description="timer scheduler poll interval")
+    timer_overdue_after_s: float = Field(
+        60.0, description="a timer due longer ago than this counts as overdue in /metrics"
+    )
+    outbox_stall_after_s: float = Field(
+        30.0,
+        description="/health/ready fails while the oldest unpublished commit is older than this",
+    )
+    health_timeout_s: float = Field(
+        2.0, description="how long /health/ready waits for the store and the broker to answer"
+    )
 
     @model_validator(mode="after")
     def _no_dev_secrets_outside_embedded(self) -> Settings:

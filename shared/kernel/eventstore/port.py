@@ -122,6 +122,18 @@ class DueTimer:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What a store still has to do, for metrics and readiness: commits the broker has not
+    acknowledged (all of them, uncapped), when the oldest of them was recorded, and the
+    timers that are due now and those due longer ago than a threshold (overdue)."""
+
+    unpublished: int
+    oldest_unpublished_at: datetime | None
+    timers_due: int
+    timers_overdue: int
+
+
 class EventStore(ABC):
     @abstractmethod
     async def append(self, commit: NewCommit) -> Commit:
@@ -152,6 +164,11 @@ class EventStore(ABC):
 
     @abstractmethod
     async def mark_published(self, positions: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    async def backlog(self, now: datetime, overdue_after: timedelta) -> Backlog:
+        """Count unpublished commits and due timers (a timer due before `now - overdue_after`
+        is overdue too); the oldest unpublished commit's time is its first event's."""
 
     @abstractmethod
     async def due_timers(self, now: datetime, limit: int = 100) -> list[DueTimer]:

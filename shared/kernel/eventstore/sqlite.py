@@ -48,6 +48,7 @@ from shared.kernel.eventstore.chain import (
     stored_envelope,
 )
 from shared.kernel.eventstore.port import (
+    Backlog,
     Commit,
     ConcurrencyConflict,
     DueTimer,
@@ -442,6 +443,21 @@ class SQLiteEventStore(EventStore):
 
     async def unpublished(self, limit: int = 500) -> list[Commit]:
         return await self._commits("WHERE published = 0 ORDER BY position LIMIT ?", (limit,))
+
+    async def backlog(self, now: datetime, overdue_after: timedelta) -> Backlog:
+        ((unpublished,),) = await self._read("SELECT COUNT(*) FROM commits WHERE published = 0", ())
+        oldest = await self.unpublished(limit=1) if unpublished else []
+        ((due, overdue),) = await self._read(
+            "SELECT COUNT(*), COALESCE(SUM(due_at <= ?), 0) FROM timers "
+            "WHERE completed = 0 AND due_at <= ?",
+            (to_micros(now - overdue_after), to_micros(now)),
+        )
+        return Backlog(
+            unpublished=unpublished,
+            oldest_unpublished_at=oldest[0].events[0].occurred_at if oldest else None,
+            timers_due=due,
+            timers_overdue=overdue,
+        )
 
     async def due_timers(self, now: datetime, limit: int = 100) -> list[DueTimer]:
         rows = await self._read(
