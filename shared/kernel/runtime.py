@@ -33,6 +33,7 @@ from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.registry import EventRegistry
 from shared.kernel.eventstore.port import Backlog, DueTimer, EventStore
 from shared.kernel.http import BodySizeLimit, install_problem_handlers
+from shared.kernel.logs import RequestContext, configure_logging
 from shared.kernel.messaging import (
     BatchHandler,
     EventConsumer,
@@ -119,6 +120,12 @@ def process_owner(service: str, instance_id: str) -> str:
     return f"{service}@{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
 
 
+def configure_service_logging(service: str, settings: Settings) -> None:
+    """Structured logs for a service process, named by its service and instance."""
+    instance = settings.instance_id or f"{socket.gethostname()}:{os.getpid()}"
+    configure_logging(service, instance, settings.log_level, settings.log_format)
+
+
 def create_service_app(
     spec: ServiceSpec,
     settings: Settings,
@@ -135,7 +142,11 @@ def create_service_app(
         documents = await open_document_store(url)
         runtime = Runtime(spec.name, settings, clock, store, documents, spec.registry())
         wiring = spec.wire(runtime)
-        broker = make_kafka_broker(settings, log_level=logging.DEBUG)
+        # FastStream's own logger writes coloured text to stdout; this one propagates to the
+        # root handler, the process's one log pipeline (`shared.kernel.logs`).
+        broker = make_kafka_broker(
+            settings, logger=logging.getLogger("faststream"), log_level=logging.DEBUG
+        )
         for subscription in wiring.subscriptions:
             runtime.consumers.append(
                 subscribe_events(
@@ -186,6 +197,7 @@ def create_service_app(
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestDuration, service=spec.name)
+    app.add_middleware(RequestContext)
     install_problem_handlers(app)
     for router in spec.routers:
         app.include_router(router)

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         30.0,
         description="/health/ready fails while the oldest unpublished commit is older than this",
     )
+    log_level: str = Field("INFO", description="log level: DEBUG, INFO, WARNING, ERROR")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="`json`: one JSON object per line; `console`: for people; `auto`: console "
+        "on a terminal, JSON otherwise",
+    )
     health_timeout_s: float = Field(
         2.0, description="how long /health/ready waits for the store and the broker to answer"
     )

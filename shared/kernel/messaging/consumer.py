@@ -63,6 +63,7 @@ from shared.kernel.clock import Clock, SystemClock, to_rfc3339
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.events.registry import EventRegistry
 from shared.kernel.eventstore.port import DuplicateCausation
+from shared.kernel.logs import bound_context
 from shared.kernel.messaging.kafka import Headers, RecordSender, as_sender, send_and_wait
 from shared.kernel.metrics import HANDLER_DURATION
 
@@ -283,6 +284,17 @@ class EventConsumer:
     async def _handle(
         self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
     ) -> None:
+        with bound_context(
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.causation_id,
+            event_id=envelope.event_id,
+            event_type=envelope.event_type,
+        ):
+            await self._handle_in_context(record, envelope, event)
+
+    async def _handle_in_context(
+        self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
+    ) -> None:
         for attempt in range(1, self.retry.attempts + 1):
             started = time.perf_counter()
             try:
@@ -313,6 +325,7 @@ class EventConsumer:
             else:
                 self._observe(record.topic, envelope.event_type, "processed", started)
                 self.metrics.processed += 1
+                log.debug("handled %s in %s", envelope.event_type, self.group)
                 return
 
     async def _dead_letter(

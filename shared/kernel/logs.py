@@ -1,0 +1,103 @@
+"""Structured logs with structlog: one JSON object per line, or a console format on a terminal.
+
+`configure_logging` routes every log record of the process — ours, FastStream's, uvicorn's,
+aiokafka's, all plain `logging` loggers — through one structlog `ProcessorFormatter` on the
+root handler, so each line carries the same fields: time, level, logger, event (the message),
+`service` and `instance`, and whatever the current context bound with `bound_context`: the
+HTTP request id, and for a consumed event its correlation id (the order id), causation id,
+event id and type. Context lives in `contextvars`, so it follows the request or the event
+through every `await` and never leaks into another task.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal
+from uuid import uuid4
+
+import structlog
+from structlog.contextvars import bound_contextvars, merge_contextvars
+from structlog.typing import Processor
+
+LogFormat = Literal["auto", "json", "console"]
+REQUEST_ID_HEADER = b"x-request-id"
+QUIET_LOGGERS = {"aiokafka": logging.WARNING, "uvicorn.access": logging.WARNING}
+
+
+def bound_context(**fields: Any) -> Any:
+    """Bind `fields` to every log line written inside the `with` block (this task only)."""
+    return bound_contextvars(**{k: v for k, v in fields.items() if v is not None})
+
+
+class RequestContext:
+    """ASGI middleware: every log line of a request carries its `request_id` (the caller's
+    `X-Request-ID` if it sent one, else a new one), which the response repeats."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope.get("headers") or ()).get(REQUEST_ID_HEADER)
+        request_id = sent.decode("latin-1")[:128] if sent else uuid4().hex
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with bound_contextvars(request_id=request_id):
+            await self.app(scope, receive, send_with_id)
+
+
+def configure_logging(
+    service: str, instance: str, level: str = "INFO", log_format: LogFormat = "auto"
+) -> None:
+    """Send every log record of the process through one structlog pipeline on stderr."""
+    console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
+
+    def identity(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event.setdefault("service", service)
+        event.setdefault("instance", instance)
+        return event
+
+    shared: list[Processor] = [
+        merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        identity,
+    ]
+    renderer: Processor = (
+        structlog.dev.ConsoleRenderer()
+        if console
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name, quiet in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(quiet, root.level))
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
