@@ -48,10 +48,10 @@ def serve(
 
     from operations.catalog import spec_of
     from shared.contracts.policy import policy_from_environment
-    from shared.kernel.runtime import configure_service_logging, create_service_app
+    from shared.kernel.runtime import configure_service_process, create_service_app
 
     settings = Settings()
-    configure_service_logging(service, settings)
+    configure_service_process(service, settings)
     spec = spec_of(service, policy_from_environment())
     application = create_service_app(spec, settings, republish_on_start=republish_on_start)
     uvicorn.run(

@@ -35,6 +35,7 @@ from shared.kernel.eventstore.port import (
     StreamNotFound,
 )
 from shared.kernel.metrics import STORE_APPEND_DURATION
+from shared.kernel.tracing import current_traceparent, span
 
 A = TypeVar("A", bound=Aggregate)
 log = logging.getLogger(__name__)
@@ -157,28 +158,30 @@ class Repository(Generic[A]):
             for index, timer in enumerate(aggregate.pending_timers)
         ]
         first = aggregate.pending[0]
-        new_commit = NewCommit(
-            stream_id=aggregate.stream_id,
-            expected_version=aggregate.version,
-            events=envelopes,
-            topic=first.topic,
-            partition_key=first.partition_key(),
-            causation_id=causation_id,
-            timers=timers,
-            handler=handler,
-        )
+        name = self.aggregate_type.__name__
         started = time.perf_counter()
         outcome = "failed"
         try:
-            commit = await self.store.append(new_commit)
+            with span(f"store append {name}", attributes={"stream_id": aggregate.stream_id}):
+                commit = await self.store.append(
+                    NewCommit(
+                        stream_id=aggregate.stream_id,
+                        expected_version=aggregate.version,
+                        events=envelopes,
+                        topic=first.topic,
+                        partition_key=first.partition_key(),
+                        causation_id=causation_id,
+                        timers=timers,
+                        handler=handler,
+                        trace_context=current_traceparent(),
+                    )
+                )
             outcome = "stored"
         except (ConcurrencyConflict, DuplicateCausation) as refused:
             outcome = "conflict" if isinstance(refused, ConcurrencyConflict) else "duplicate"
             raise
         finally:
-            STORE_APPEND_DURATION.labels(self.aggregate_type.__name__, outcome).observe(
-                time.perf_counter() - started
-            )
+            STORE_APPEND_DURATION.labels(name, outcome).observe(time.perf_counter() - started)
         aggregate.version += len(aggregate.pending)
         aggregate.pending.clear()
         aggregate.pending_timers.clear()

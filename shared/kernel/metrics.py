@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -45,6 +45,11 @@ HANDLER_DURATION = Histogram(
     "(processed, duplicate, retried, dead_lettered; a projection's batch call: event_type=batch)",
     ["topic", "group", "event_type", "outcome"],
     buckets=LATENCY_BUCKETS,
+)
+EVENTS_CONSUMED = Counter(
+    "yellowcart_consumed_events",
+    "Events decoded by a consumer, by topic, consumer group and event type (projections too)",
+    ["topic", "group", "event_type"],
 )
 STORE_APPEND_DURATION = Histogram(
     "yellowcart_store_append_duration_seconds",

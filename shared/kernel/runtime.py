@@ -50,6 +50,7 @@ from shared.kernel.readmodel.port import DocumentStore
 from shared.kernel.settings import Settings
 from shared.kernel.storage import open_document_store, open_event_store
 from shared.kernel.timers import TimerScheduler
+from shared.kernel.tracing import configure_tracing, instrument_app
 
 log = logging.getLogger(__name__)
 TimerHandler = Callable[[DueTimer], Awaitable[None]]
@@ -120,10 +121,12 @@ def process_owner(service: str, instance_id: str) -> str:
     return f"{service}@{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
 
 
-def configure_service_logging(service: str, settings: Settings) -> None:
-    """Structured logs for a service process, named by its service and instance."""
+def configure_service_process(service: str, settings: Settings) -> None:
+    """What a service process sets up once for itself: structured logs named by its service
+    and instance, and trace export when an OTLP endpoint is set."""
     instance = settings.instance_id or f"{socket.gethostname()}:{os.getpid()}"
     configure_logging(service, instance, settings.log_level, settings.log_format)
+    configure_tracing(service, settings.otlp_endpoint)
 
 
 def create_service_app(
@@ -198,6 +201,7 @@ def create_service_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestDuration, service=spec.name)
     app.add_middleware(RequestContext)
+    instrument_app(app)
     install_problem_handlers(app)
     for router in spec.routers:
         app.include_router(router)

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         30.0,
         description="/health/ready fails while the oldest unpublished commit is older than this",
     )
+    otlp_endpoint: str = Field(
+        "",
+        description="OpenTelemetry collector (OTLP over HTTP, e.g. http://otel-collector:4318): "
+        "traces are exported there; empty = no tracing",
+    )
     log_level: str = Field("INFO", description="log level: DEBUG, INFO, WARNING, ERROR")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto",

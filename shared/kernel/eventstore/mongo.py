@@ -330,6 +330,7 @@ def _document(commit: Commit, wires: list[dict[str, Any]], new: NewCommit) -> di
         "partition_key": commit.partition_key,
         "causation_id": commit.causation_id,
         "handler": commit.handler,
+        "trace_context": commit.trace_context,
         "prev_hash": commit.prev_hash,
         "hash": commit.hash,
         "published": False,
@@ -359,6 +360,7 @@ def _commit(document: dict[str, Any]) -> Commit:
         hash=document["hash"],
         published=bool(document["published"]),
         handler=document.get("handler", ""),
+        trace_context=document.get("trace_context", ""),
     )
 
 

@@ -76,6 +76,7 @@ class NewCommit:
     causation_id: str | None = None
     timers: Sequence[NewTimer] = ()
     handler: str = ""  # who handled `causation_id`: a reaction's name, "" for a command
+    trace_context: str = ""  # W3C traceparent of the span that stored it ("" when not traced)
 
     def stored(self, position: int, prev_hash: str, hash_: str) -> Commit:
         """The commit as a store holds it once written at `position`, sealed after `prev_hash`."""
@@ -91,6 +92,7 @@ class NewCommit:
             hash=hash_,
             published=False,
             handler=self.handler,
+            trace_context=self.trace_context,
         )
 
 
@@ -107,6 +109,7 @@ class Commit:
     hash: str
     published: bool
     handler: str = ""
+    trace_context: str = ""  # kept so the relay publishes in the trace that stored it
 
     @property
     def last_version(self) -> int:

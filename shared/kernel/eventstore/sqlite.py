@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS commits (
     hash TEXT NOT NULL,
     published INTEGER NOT NULL DEFAULT 0,
     handler TEXT NOT NULL DEFAULT '',
+    trace_context TEXT NOT NULL DEFAULT '',
     CHECK (last_version >= first_version AND first_version >= 1)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS commits_stream_version ON commits (stream_id, first_version);
@@ -107,6 +108,8 @@ CREATE TABLE IF NOT EXISTS leases (
 # of the key has no `handler` column and a unique index on causation_id alone: the column is
 # added (its commits keep handler '') and the index replaced. The script is idempotent.
 ADD_HANDLER_COLUMN = "ALTER TABLE commits ADD COLUMN handler TEXT NOT NULL DEFAULT ''"
+# A file written before commits kept their trace context gets the column ('' for old commits).
+ADD_TRACE_COLUMN = "ALTER TABLE commits ADD COLUMN trace_context TEXT NOT NULL DEFAULT ''"
 DEDUPE_INDEX = """
 DROP INDEX IF EXISTS commits_causation;
 CREATE UNIQUE INDEX IF NOT EXISTS commits_dedupe ON commits (causation_id, handler)
@@ -115,14 +118,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS commits_dedupe ON commits (causation_id, handl
 
 _COMMIT_COLUMNS = (
     "position, stream_id, first_version, events, topic, partition_key, causation_id, "
-    "prev_hash, hash, published, handler"
+    "prev_hash, hash, published, handler, trace_context"
 )
 _HEAD = (
     "SELECT last_version, hash FROM commits WHERE stream_id = ? ORDER BY first_version DESC LIMIT 1"
 )
 _INSERT_COMMIT = (
     "INSERT INTO commits (stream_id, first_version, last_version, events, topic, partition_key,"
-    " causation_id, prev_hash, hash, handler) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " causation_id, prev_hash, hash, handler, trace_context)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_TIMER = (
     "INSERT INTO timers (timer_id, stream_id, name, due_at, data) VALUES (?, ?, ?, ?, ?)"
@@ -222,8 +226,11 @@ class SQLiteEventStore(EventStore):
         try:
             await translated(writer.executescript(SCHEMA))
             columns = await translated(writer.execute_fetchall("PRAGMA table_info(commits)"))
-            if "handler" not in {column[1] for column in columns}:
+            names = {column[1] for column in columns}
+            if "handler" not in names:
                 await translated(writer.execute(ADD_HANDLER_COLUMN))
+            if "trace_context" not in names:
+                await translated(writer.execute(ADD_TRACE_COLUMN))
             await translated(writer.executescript(DEDUPE_INDEX))
             reader = appender = None
             if path != ":memory:":
@@ -285,6 +292,7 @@ class SQLiteEventStore(EventStore):
             hash_,
             False,
             commit.handler,
+            commit.trace_context,
         )
 
     async def _append_in_group(self, pending: _Pending) -> tuple[int, str, str]:
@@ -495,7 +503,20 @@ def _decode(events: str) -> Any:
 
 
 def _commit(row: Any) -> Commit:
-    position, stream_id, first_version, events, topic, key, causation, prev, hash_, pub, by = row
+    (
+        position,
+        stream_id,
+        first_version,
+        events,
+        topic,
+        key,
+        causation,
+        prev,
+        hash_,
+        pub,
+        by,
+        tc,
+    ) = row
     return stored_commit(
         position,
         stream_id,
@@ -508,6 +529,7 @@ def _commit(row: Any) -> Commit:
         hash_,
         bool(pub),
         by,
+        tc,
     )
 
 
@@ -595,6 +617,7 @@ def _write_one(
             prev_hash,
             hash_,
             commit.handler,
+            commit.trace_context,
         ),
     ).lastrowid
     if pending.timers:

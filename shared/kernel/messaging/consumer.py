@@ -57,6 +57,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared.kernel.clock import Clock, SystemClock, to_rfc3339
@@ -65,7 +66,8 @@ from shared.kernel.events.registry import EventRegistry
 from shared.kernel.eventstore.port import DuplicateCausation
 from shared.kernel.logs import bound_context
 from shared.kernel.messaging.kafka import Headers, RecordSender, as_sender, send_and_wait
-from shared.kernel.metrics import HANDLER_DURATION
+from shared.kernel.metrics import EVENTS_CONSUMED, HANDLER_DURATION
+from shared.kernel.tracing import context_from_headers, record_spans, span, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +233,7 @@ class EventConsumer:
         if not events:
             return
         started = time.perf_counter()
+        started_ns = time.time_ns()
         try:
             await batch_handler([(envelope, event) for _, envelope, event in events])
         except Exception:
@@ -241,6 +244,9 @@ class EventConsumer:
         else:
             self._observe(records[0].topic, "batch", "processed", started)
             self.metrics.processed += len(events)
+            if tracing_enabled():  # the batch's work, shown in each event's trace
+                parents = [context_from_headers(record.headers) for record, _, _ in events]
+                record_spans(f"projection update {self.group}", parents, started_ns, time.time_ns())
 
     def _observe(self, topic: str, event_type: str, outcome: str, started: float) -> None:
         HANDLER_DURATION.labels(topic, self.group, event_type, outcome).observe(
@@ -274,6 +280,7 @@ class EventConsumer:
         if event is None:
             self.metrics.unknown_types += 1
             return None
+        EVENTS_CONSUMED.labels(record.topic, self.group, envelope.event_type).inc()
         return envelope, event
 
     async def _resolve(self, record: ConsumerRecord[Any, Any]) -> None:
@@ -284,11 +291,19 @@ class EventConsumer:
     async def _handle(
         self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
     ) -> None:
-        with bound_context(
-            correlation_id=envelope.correlation_id,
-            causation_id=envelope.causation_id,
-            event_id=envelope.event_id,
-            event_type=envelope.event_type,
+        with (
+            bound_context(
+                correlation_id=envelope.correlation_id,
+                causation_id=envelope.causation_id,
+                event_id=envelope.event_id,
+                event_type=envelope.event_type,
+            ),
+            span(
+                f"{record.topic} process",
+                parent=context_from_headers(record.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={"group": self.group, "event_type": envelope.event_type},
+            ),
         ):
             await self._handle_in_context(record, envelope, event)
 
