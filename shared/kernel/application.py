@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from prometheus_client import Histogram
+
 from shared.kernel.aggregate import Aggregate
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.events.registry import EventRegistry
@@ -91,6 +93,7 @@ class Repository(Generic[A]):
         self.producer = producer
         self._cache_size = cache_size
         self._cache: OrderedDict[str, A] = OrderedDict()
+        self._append_durations: dict[str, Histogram] = {}  # metric children by outcome
 
     async def events_of(
         self, aggregate_id: str, after_version: int = 0
@@ -181,7 +184,12 @@ class Repository(Generic[A]):
             outcome = "conflict" if isinstance(refused, ConcurrencyConflict) else "duplicate"
             raise
         finally:
-            STORE_APPEND_DURATION.labels(name, outcome).observe(time.perf_counter() - started)
+            child = self._append_durations.get(outcome)
+            if child is None:  # `labels()` costs microseconds: each series is looked up once
+                child = self._append_durations[outcome] = STORE_APPEND_DURATION.labels(
+                    name, outcome
+                )
+            child.observe(time.perf_counter() - started)
         aggregate.version += len(aggregate.pending)
         aggregate.pending.clear()
         aggregate.pending_timers.clear()

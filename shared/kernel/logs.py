@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from contextvars import ContextVar, Token
 from typing import Any, Literal
 from uuid import uuid4
 
 import structlog
-from structlog.contextvars import bound_contextvars, merge_contextvars
+from structlog.contextvars import merge_contextvars
 from structlog.typing import Processor
 
 LogFormat = Literal["auto", "json", "console"]
@@ -26,9 +27,36 @@ REQUEST_ID_HEADER = b"x-request-id"
 QUIET_LOGGERS = {"aiokafka": logging.WARNING, "uvicorn.access": logging.WARNING}
 
 
-def bound_context(**fields: Any) -> Any:
-    """Bind `fields` to every log line written inside the `with` block (this task only)."""
-    return bound_contextvars(**{k: v for k, v in fields.items() if v is not None})
+_bound: ContextVar[dict[str, Any]] = ContextVar("yellowcart_log_fields", default={})  # noqa: B039
+
+
+class bound_context:
+    """Bind `fields` to every log line written inside the `with` block (this task only).
+
+    One context variable holding a dict, set and reset once per block: cheaper per consumed
+    event than structlog's `bound_contextvars` (one variable per field), which matters at
+    hundreds of events a second."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+        self._token: Token[dict[str, Any]] | None = None
+
+    def __enter__(self) -> None:
+        outer = _bound.get()
+        fields = {k: v for k, v in self._fields.items() if v is not None}
+        self._token = _bound.set({**outer, **fields} if outer else fields)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _bound.reset(self._token)
+
+
+def _merge_bound(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for name, value in _bound.get().items():
+        event.setdefault(name, value)
+    return event
 
 
 class RequestContext:
@@ -51,7 +79,7 @@ class RequestContext:
                 message = {**message, "headers": headers}
             await send(message)
 
-        with bound_contextvars(request_id=request_id):
+        with bound_context(request_id=request_id):
             await self.app(scope, receive, send_with_id)
 
 
@@ -68,6 +96,7 @@ def configure_logging(
 
     shared: list[Processor] = [
         merge_contextvars,
+        _merge_bound,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

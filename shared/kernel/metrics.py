@@ -174,6 +174,7 @@ class RequestDuration:
     def __init__(self, app: Any, service: str) -> None:
         self.app = app
         self.service = service
+        self._children: dict[tuple[str, str, int], Histogram] = {}  # `labels()` looked up once
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -192,6 +193,10 @@ class RequestDuration:
             await self.app(scope, receive, send_observed)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            HTTP_REQUEST_DURATION.labels(self.service, scope["method"], route, str(status)).observe(
-                time.perf_counter() - started
-            )
+            key = (scope["method"], route, status)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = HTTP_REQUEST_DURATION.labels(
+                    self.service, scope["method"], route, str(status)
+                )
+            child.observe(time.perf_counter() - started)

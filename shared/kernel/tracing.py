@@ -21,8 +21,8 @@ pays one flag test.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from opentelemetry import propagate
@@ -31,6 +31,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 
 TRACEPARENT = "traceparent"
 _state: dict[str, Any] = {"tracer": None, "provider": None}
+_NO_SPAN: AbstractContextManager[None] = nullcontext()  # reusable: it holds no state
 
 
 def install_tracing(provider: Any | None) -> None:
@@ -70,33 +71,27 @@ def instrument_app(app: Any) -> None:
     )
 
 
-@contextmanager
 def span(
     name: str,
     *,
     parent: Context | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: dict[str, Any] | None = None,
-) -> Iterator[Span | None]:
+) -> AbstractContextManager[Span | None]:
     """A span named `name`, current inside the block; nothing at all when tracing is off."""
     tracer: Tracer | None = _state["tracer"]
     if tracer is None:
-        yield None
-        return
-    with tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as s:
-        yield s
+        return _NO_SPAN
+    return tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes)
 
 
-@contextmanager
-def continued_span(name: str, traceparent: str) -> Iterator[Span | None]:
+def continued_span(name: str, traceparent: str) -> AbstractContextManager[Span | None]:
     """A producer span in the trace `traceparent` names; nothing when there is none."""
     tracer: Tracer | None = _state["tracer"]
     if tracer is None or not traceparent:
-        yield None
-        return
+        return _NO_SPAN
     parent = propagate.extract({TRACEPARENT: traceparent})
-    with tracer.start_as_current_span(name, context=parent, kind=SpanKind.PRODUCER) as s:
-        yield s
+    return tracer.start_as_current_span(name, context=parent, kind=SpanKind.PRODUCER)
 
 
 def current_traceparent() -> str:

@@ -182,6 +182,8 @@ class EventConsumer:
         self.group = group
         self.committed: dict[TopicPartition, int] = {}  # the offsets this consumer committed
         self.kafka_client: Callable[[], AIOKafkaConsumer | None] = lambda: None
+        self._durations: dict[tuple[str, str, str], Any] = {}  # metric children by labels
+        self._consumed: dict[tuple[str, str], Any] = {}
         self.handler = handler
         self.batch_handler = batch_handler
         self.registry = registry
@@ -249,9 +251,20 @@ class EventConsumer:
                 record_spans(f"projection update {self.group}", parents, started_ns, time.time_ns())
 
     def _observe(self, topic: str, event_type: str, outcome: str, started: float) -> None:
-        HANDLER_DURATION.labels(topic, self.group, event_type, outcome).observe(
-            time.perf_counter() - started
-        )
+        key = (topic, event_type, outcome)
+        child = self._durations.get(key)
+        if child is None:  # `labels()` costs microseconds: each series is looked up once
+            child = self._durations[key] = HANDLER_DURATION.labels(
+                topic, self.group, event_type, outcome
+            )
+        child.observe(time.perf_counter() - started)
+
+    def _count(self, topic: str, event_type: str) -> None:
+        key = (topic, event_type)
+        child = self._consumed.get(key)
+        if child is None:
+            child = self._consumed[key] = EVENTS_CONSUMED.labels(topic, self.group, event_type)
+        child.inc()
 
     async def _commit(self, commit: CommitOffsets, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -280,7 +293,7 @@ class EventConsumer:
         if event is None:
             self.metrics.unknown_types += 1
             return None
-        EVENTS_CONSUMED.labels(record.topic, self.group, envelope.event_type).inc()
+        self._count(record.topic, envelope.event_type)
         return envelope, event
 
     async def _resolve(self, record: ConsumerRecord[Any, Any]) -> None:
@@ -291,21 +304,22 @@ class EventConsumer:
     async def _handle(
         self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
     ) -> None:
-        with (
-            bound_context(
-                correlation_id=envelope.correlation_id,
-                causation_id=envelope.causation_id,
-                event_id=envelope.event_id,
-                event_type=envelope.event_type,
-            ),
-            span(
+        with bound_context(
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.causation_id,
+            event_id=envelope.event_id,
+            event_type=envelope.event_type,
+        ):
+            if not tracing_enabled():
+                await self._handle_in_context(record, envelope, event)
+                return
+            with span(
                 f"{record.topic} process",
                 parent=context_from_headers(record.headers),
                 kind=SpanKind.CONSUMER,
                 attributes={"group": self.group, "event_type": envelope.event_type},
-            ),
-        ):
-            await self._handle_in_context(record, envelope, event)
+            ):
+                await self._handle_in_context(record, envelope, event)
 
     async def _handle_in_context(
         self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
