@@ -24,7 +24,14 @@ from structlog.typing import Processor
 
 LogFormat = Literal["auto", "json", "console"]
 REQUEST_ID_HEADER = b"x-request-id"
-QUIET_LOGGERS = {"aiokafka": logging.WARNING, "uvicorn.access": logging.WARNING}
+QUIET_LOGGERS = {
+    "aiokafka": logging.WARNING,
+    "aiosqlite": logging.INFO,
+    "uvicorn.access": logging.WARNING,
+}
+# Libraries that give their loggers a handler of their own (and stop propagation): FastStream
+# writes coloured text to stdout. Theirs are taken away so the root handler formats them.
+OWN_HANDLER_LOGGERS = ("faststream", "uvicorn", "uvicorn.error")
 
 
 _bound: ContextVar[dict[str, Any]] = ContextVar("yellowcart_log_fields", default={})  # noqa: B039
@@ -83,6 +90,19 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record is emitted (as logging's last-resort
+    handler does), not to the stream it was when configured."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        return None
+
+
 def configure_logging(
     service: str, instance: str, level: str = "INFO", log_format: LogFormat = "auto"
 ) -> None:
@@ -115,7 +135,7 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -124,6 +144,11 @@ def configure_logging(
     root.setLevel(level.upper())
     for name, quiet in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(quiet, root.level))
+    for name in OWN_HANDLER_LOGGERS:
+        library = logging.getLogger(name)
+        for old in list(library.handlers):
+            library.removeHandler(old)
+        library.propagate = True
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

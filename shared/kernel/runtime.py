@@ -145,10 +145,10 @@ def create_service_app(
         documents = await open_document_store(url)
         runtime = Runtime(spec.name, settings, clock, store, documents, spec.registry())
         wiring = spec.wire(runtime)
-        # FastStream's own logger writes coloured text to stdout; this one propagates to the
+        # FastStream's own loggers write coloured text to stdout; this one propagates to the
         # root handler, the process's one log pipeline (`shared.kernel.logs`).
         broker = make_kafka_broker(
-            settings, logger=logging.getLogger("faststream"), log_level=logging.DEBUG
+            settings, logger=logging.getLogger("yellowcart.faststream"), log_level=logging.DEBUG
         )
         for subscription in wiring.subscriptions:
             runtime.consumers.append(
