@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test lint typecheck format run up demo bench bench-store bench-load bench-drain clean
+.PHONY: install test fuzz lint typecheck format run up demo bench bench-store bench-load bench-drain clean
 
 install: $(STAMP)
 
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/pytest -q
+
+fuzz: install
+	$(BIN)/python -m tests.fuzz.gateway
 
 lint: install
 	$(BIN)/ruff check .

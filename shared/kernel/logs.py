@@ -12,6 +12,7 @@ through every `await` and never leaks into another task.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from contextvars import ContextVar, Token
@@ -24,6 +25,7 @@ from structlog.typing import Processor
 
 LogFormat = Literal["auto", "json", "console"]
 REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")  # printable ASCII, as the gateway accepts
 QUIET_LOGGERS = {
     "aiokafka": logging.WARNING,
     "aiosqlite": logging.INFO,
@@ -68,7 +70,8 @@ def _merge_bound(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
 
 class RequestContext:
     """ASGI middleware: every log line of a request carries its `request_id` (the caller's
-    `X-Request-ID` if it sent one, else a new one), which the response repeats."""
+    `X-Request-ID` if it sent a well-formed one, as the gateway does, else a new one), which
+    the response repeats."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -77,8 +80,8 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sent = dict(scope.get("headers") or ()).get(REQUEST_ID_HEADER)
-        request_id = sent.decode("latin-1")[:128] if sent else uuid4().hex
+        sent = dict(scope.get("headers") or ()).get(REQUEST_ID_HEADER, b"")
+        request_id = sent.decode("ascii") if _REQUEST_ID.fullmatch(sent) else uuid4().hex
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":

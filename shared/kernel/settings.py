@@ -3,10 +3,13 @@ at import. The policy (the rules platforms vary) is the product's: `shared.contr
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.kernel.auth import KeySet, Role, TokenRules, TokenVerifier, mint_token
 
 DEV_TOKEN_SECRET = "yellowcart-dev-token-secret-not-for-production"
 DEV_GATEWAY_SECRET = "yellowcart-dev-gateway-secret-not-for-production"
@@ -38,8 +41,27 @@ class Settings(BaseSettings):
         description="per-service store URLs for cross-service tools (audit, replay, verify)",
     )
     data_dir: str = Field("var", description="where embedded SQLite files live")
-    token_secret: str = Field(DEV_TOKEN_SECRET, description="HS256 secret for bearer tokens")
+    token_secret: str = Field(
+        DEV_TOKEN_SECRET, description="HS256 secret for bearer tokens (embedded mode only)"
+    )
+    token_jwks: str = Field(
+        "",
+        description="JWKS file path or URL with the public keys (EdDSA or RS256) that sign "
+        "bearer tokens; required in production, where HS256 is refused",
+    )
+    token_issuer: str = Field("yellowcart", description="the `iss` every token must carry")
+    token_audience: str = Field("yellowcart-api", description="the `aud` every token must carry")
+    token_leeway_s: int = Field(
+        30, ge=0, le=300, description="clock difference allowed on `exp` and `nbf`"
+    )
     gateway_secret: str = Field(DEV_GATEWAY_SECRET, description="HMAC secret of gateway callbacks")
+    callback_tolerance_s: int = Field(
+        300,
+        ge=1,
+        le=3600,
+        description="a gateway callback signed further than this from our clock is refused "
+        "(replay protection)",
+    )
     instance_id: str = Field(
         "",
         description="stable name of this replica (lease owner); default host:pid. A restarted "
@@ -83,10 +105,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_dev_secrets_outside_embedded(self) -> Settings:
         if self.environment != "embedded":
-            for name, dev_value in (
-                ("token_secret", DEV_TOKEN_SECRET),
-                ("gateway_secret", DEV_GATEWAY_SECRET),
-            ):
+            if not self.token_jwks:
+                raise ValueError(
+                    "YELLOWCART_TOKEN_JWKS must be set: outside embedded mode bearer tokens are "
+                    "checked against the identity provider's public keys (EdDSA or RS256)"
+                )
+            for name, dev_value in (("gateway_secret", DEV_GATEWAY_SECRET),):
                 if getattr(self, name) == dev_value:
                     raise ValueError(
                         f"YELLOWCART_{name.upper()} must be set: the development secret "
@@ -95,6 +119,21 @@ class Settings(BaseSettings):
                 if len(getattr(self, name)) < 32:
                     raise ValueError(f"YELLOWCART_{name.upper()} must be at least 32 characters")
         return self
+
+    def token_rules(self) -> TokenRules:
+        return TokenRules(
+            self.token_issuer, self.token_audience, timedelta(seconds=self.token_leeway_s)
+        )
+
+    def token_verifier(self) -> TokenVerifier:
+        """JWKS-backed when `token_jwks` is set, otherwise the embedded HS256 secret."""
+        if self.token_jwks:
+            return TokenVerifier(self.token_rules(), keys=KeySet(self.token_jwks))
+        return TokenVerifier(self.token_rules(), secret=self.token_secret)
+
+    def dev_token(self, sub: str, role: Role, now: datetime, ttl: timedelta) -> str:
+        """A token signed with the embedded secret (the example tokens of `up`, the demo)."""
+        return mint_token(self.token_secret, sub, role, now, ttl, rules=self.token_rules())
 
     def store_url_for(self, service: str) -> str:
         return (

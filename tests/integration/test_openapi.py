@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from operations.catalog import SERVICES
 from operations.localbroker import LocalBroker
+from shared.kernel.webhooks import SIGNATURE_HEADER
 from tests.integration.conftest import (
     PROBLEM_JSON,
-    SIGNATURE_HEADER,
     Service,
     running_services,
     service_settings,

@@ -123,8 +123,14 @@ async def test_a_request_keeps_the_callers_request_id_or_gets_one(json_logs: Any
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         kept = await client.get("/ping", headers={"X-Request-ID": "req-42"})
         made = await client.get("/ping")
+        refused = await client.get("/ping", headers={"X-Request-ID": "two words"})
 
     assert kept.headers["x-request-id"] == "req-42"
     assert len(made.headers["x-request-id"]) == 32
+    assert refused.headers["x-request-id"] not in ("two words", made.headers["x-request-id"])
     pinged = [line for line in json_logs() if line["event"] == "pinged"]
-    assert [line["request_id"] for line in pinged] == ["req-42", made.headers["x-request-id"]]
+    assert [line["request_id"] for line in pinged] == [
+        "req-42",
+        made.headers["x-request-id"],
+        refused.headers["x-request-id"],
+    ]
