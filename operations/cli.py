@@ -139,7 +139,7 @@ def token(
     settings = Settings()
     now, ttl = SystemClock().now(), timedelta(hours=ttl_hours)
     if private_key is None:
-        typer.echo(settings.dev_token(sub, role, now, ttl))
+        typer.echo(settings.issue_token(sub, role, now, ttl))
         return
     if not kid:
         raise typer.BadParameter("--kid is required with --private-key")

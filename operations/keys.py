@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
-from shared.kernel.auth import Role, TokenRules, mint_token
+from shared.kernel.auth import Role, TokenRules, mint_with_private_key
 
 Algorithm = Literal["EdDSA", "RS256"]
 
@@ -70,9 +70,7 @@ def signed_token(
     rules: TokenRules,
 ) -> str:
     """A token signed with a private key made by `new_key` (EdDSA or RS256, by its type)."""
-    secret = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
-    algorithm = "EdDSA" if isinstance(secret, ed25519.Ed25519PrivateKey) else "RS256"
-    return mint_token(secret, sub, role, now, ttl, rules=rules, algorithm=algorithm, kid=kid)
+    return mint_with_private_key(private_key.read_bytes(), kid, sub, role, now, ttl, rules)
 
 
 def _read(jwks: Path) -> list[dict[str, Any]]:

@@ -120,7 +120,7 @@ def _banner(
     console.print(f"  data:       {Path(settings.data_dir).resolve()}")
     console.print("  example tokens (Authorization: Bearer <token>):")
     for role, sub in EXAMPLE_USERS:
-        token = settings.dev_token(sub, role, now, timedelta(days=30))
+        token = settings.issue_token(sub, role, now, timedelta(days=30))
         console.print(f"    {role.value:<9}{sub:<12}{token}", soft_wrap=True)
     console.print("  Ctrl-C stops everything; data stays in the data directory.\n")
 

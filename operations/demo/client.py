@@ -45,7 +45,7 @@ class Api:
         self.buyer = f"buyer-{run_id}"
         self.seller = f"shop-{run_id}"
         self.tokens = {
-            role: settings.dev_token(sub, role, now, timedelta(hours=2))
+            role: settings.issue_token(sub, role, now, timedelta(hours=2))
             for role, sub in (
                 (Role.BUYER, self.buyer),
                 (Role.SELLER, self.seller),

@@ -229,6 +229,26 @@ def _in_words(error: jwt.PyJWTError) -> str:
             return "the bearer token is not a valid JWT"
 
 
+def mint_with_private_key(
+    private_key_pem: bytes,
+    kid: str,
+    sub: str,
+    role: Role,
+    now: datetime,
+    ttl: timedelta,
+    rules: TokenRules,
+) -> str:
+    """A token signed with a PEM private key: EdDSA for an Ed25519 key, RS256 for an RSA one."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if not kid:
+        raise ValueError("a token signed with a private key needs the key's id (kid)")
+    key = load_pem_private_key(private_key_pem, password=None)
+    algorithm = "EdDSA" if isinstance(key, ed25519.Ed25519PrivateKey) else "RS256"
+    return mint_token(key, sub, role, now, ttl, rules=rules, algorithm=algorithm, kid=kid)
+
+
 def mint_token(
     key: Any,
     sub: str,

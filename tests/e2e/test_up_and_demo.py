@@ -120,7 +120,7 @@ def test_up_serves_the_demo_through_a_service_crash_and_keeps_data_across_restar
     up = start_up(data_dir, port)
     try:
         wait_healthy(base_url, up)
-        token = Settings().dev_token(
+        token = Settings().issue_token(
             "operator-1", Role.OPERATOR, SystemClock().now(), timedelta(minutes=5)
         )
         view = httpx.get(

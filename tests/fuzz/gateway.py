@@ -49,7 +49,7 @@ def main() -> int:
             settings, now = Settings(), datetime.now(UTC)
             failed = 0
             for role in Role:
-                token = settings.dev_token(f"fuzz-{role.value}", role, now, timedelta(hours=1))
+                token = settings.issue_token(f"fuzz-{role.value}", role, now, timedelta(hours=1))
                 print(f"--- schemathesis as {role.value} ---", flush=True)
                 failed |= subprocess.call(
                     [

@@ -31,11 +31,7 @@ def compose_config() -> dict[str, Any]:
     """The compose file as `docker-compose config` resolves it (validated on the way)."""
     result = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "YELLOWCART_TOKEN_SECRET": "t",
-            "YELLOWCART_GATEWAY_SECRET": "g",
-        },
+        env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=False,
@@ -52,6 +48,12 @@ def test_the_profile_adds_its_four_services_and_only_when_asked() -> None:
     assert profiled == PROFILE
     assert all(services[name]["profiles"] == ["observability"] for name in PROFILE)
     assert set(services) >= SCRAPED
+    # Prometheus reaches the services on the network they share; no profile publishes a port.
+    for name in PROFILE:
+        assert services[name]["networks"] == {"edge": None} or "edge" in services[name]["networks"]
+        assert not services[name].get("ports"), name
+    for name in SCRAPED:
+        assert "edge" in services[name]["networks"], name
 
 
 def test_prometheus_scrapes_every_service_and_the_gateway() -> None:
