@@ -48,16 +48,17 @@ def serve(
 
     from operations.catalog import spec_of
     from shared.contracts.policy import policy_from_environment
-    from shared.kernel.runtime import create_service_app
+    from shared.kernel.runtime import configure_service_process, create_service_app
 
-    _logging(True)
     settings = Settings()
+    configure_service_process(service, settings)
     spec = spec_of(service, policy_from_environment())
     application = create_service_app(spec, settings, republish_on_start=republish_on_start)
     uvicorn.run(
         application,
         host=host or settings.http_host,
         port=port or settings.http_port,
+        log_config=None,  # uvicorn's records go through the service's log pipeline
         log_level="warning",
         timeout_graceful_shutdown=15,
     )

@@ -104,12 +104,18 @@ def _wait_healthy(ports: Mapping[str, int], timeout_s: float, stop: threading.Ev
     return not pending
 
 
-def _banner(console: Console, base_url: str, settings: Settings, broker: str) -> None:
+def _banner(
+    console: Console, base_url: str, settings: Settings, broker: str, ports: Mapping[str, int]
+) -> None:
     now = SystemClock().now()
     console.print(f"\n[bold green]yellowcart is up[/] at [bold]{base_url}[/]")
     console.print(f"  console:    {base_url}/console")
     console.print(f"  API docs:   {base_url}/docs")
     console.print(f"  health:     {base_url}/health")
+    console.print(f"  metrics:    {base_url}/metrics (the gateway's own)")
+    console.print("  each service's own /metrics, /health/live, /health/ready (up.json has them):")
+    for name, port in ports.items():
+        console.print(f"    {name:<15}http://127.0.0.1:{port}/metrics")
     console.print(f"  broker:     {broker} (local, in memory)")
     console.print(f"  data:       {Path(settings.data_dir).resolve()}")
     console.print("  example tokens (Authorization: Bearer <token>):")
@@ -140,7 +146,7 @@ def run_stack(settings: Settings, console: Console, *, demo_windows: bool = Fals
 
     def supervise() -> None:
         if _wait_healthy(ports, 120, stop):
-            _banner(console, base_url, settings, broker.bootstrap_servers)
+            _banner(console, base_url, settings, broker.bootstrap_servers, ports)
         else:
             console.print(f"[red]some services did not become healthy; see {data_dir}/logs[/]")
         while not stop.wait(0.5):

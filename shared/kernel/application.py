@@ -14,11 +14,14 @@ is not mistaken for a repeat. A lost race reloads and decides again.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
+
+from prometheus_client import Histogram
 
 from shared.kernel.aggregate import Aggregate
 from shared.kernel.events.envelope import DomainEvent, Envelope
@@ -33,6 +36,8 @@ from shared.kernel.eventstore.port import (
     NewTimer,
     StreamNotFound,
 )
+from shared.kernel.metrics import STORE_APPEND_DURATION
+from shared.kernel.tracing import current_traceparent, span
 
 A = TypeVar("A", bound=Aggregate)
 log = logging.getLogger(__name__)
@@ -88,6 +93,7 @@ class Repository(Generic[A]):
         self.producer = producer
         self._cache_size = cache_size
         self._cache: OrderedDict[str, A] = OrderedDict()
+        self._append_durations: dict[str, Histogram] = {}  # metric children by outcome
 
     async def events_of(
         self, aggregate_id: str, after_version: int = 0
@@ -155,18 +161,35 @@ class Repository(Generic[A]):
             for index, timer in enumerate(aggregate.pending_timers)
         ]
         first = aggregate.pending[0]
-        commit = await self.store.append(
-            NewCommit(
-                stream_id=aggregate.stream_id,
-                expected_version=aggregate.version,
-                events=envelopes,
-                topic=first.topic,
-                partition_key=first.partition_key(),
-                causation_id=causation_id,
-                timers=timers,
-                handler=handler,
-            )
-        )
+        name = self.aggregate_type.__name__
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            with span(f"store append {name}", attributes={"stream_id": aggregate.stream_id}):
+                commit = await self.store.append(
+                    NewCommit(
+                        stream_id=aggregate.stream_id,
+                        expected_version=aggregate.version,
+                        events=envelopes,
+                        topic=first.topic,
+                        partition_key=first.partition_key(),
+                        causation_id=causation_id,
+                        timers=timers,
+                        handler=handler,
+                        trace_context=current_traceparent(),
+                    )
+                )
+            outcome = "stored"
+        except (ConcurrencyConflict, DuplicateCausation) as refused:
+            outcome = "conflict" if isinstance(refused, ConcurrencyConflict) else "duplicate"
+            raise
+        finally:
+            child = self._append_durations.get(outcome)
+            if child is None:  # `labels()` costs microseconds: each series is looked up once
+                child = self._append_durations[outcome] = STORE_APPEND_DURATION.labels(
+                    name, outcome
+                )
+            child.observe(time.perf_counter() - started)
         aggregate.version += len(aggregate.pending)
         aggregate.pending.clear()
         aggregate.pending_timers.clear()

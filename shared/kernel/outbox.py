@@ -34,11 +34,14 @@ from shared.kernel.clock import Clock
 from shared.kernel.eventstore.port import Commit, EventStore
 from shared.kernel.messaging.consumer import RetryPolicy
 from shared.kernel.messaging.kafka import RecordSender, as_sender
+from shared.kernel.tracing import continued_span, trace_headers
 
 log = logging.getLogger(__name__)
 
 
-def event_records(commit: Commit) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+def event_records(
+    commit: Commit, extra_headers: Sequence[tuple[str, bytes]] = ()
+) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
     """(value, headers) of each event of a commit, in stream order."""
     return [
         (
@@ -47,6 +50,7 @@ def event_records(commit: Commit) -> list[tuple[bytes, list[tuple[str, bytes]]]]
                 ("event_type", envelope.event_type.encode("utf-8")),
                 ("event_id", envelope.event_id.encode("utf-8")),
                 ("content-type", b"application/json"),
+                *extra_headers,
             ],
         )
         for envelope in commit.events
@@ -124,15 +128,17 @@ class OutboxRelay:
         for commit in commits:
             futures: list[asyncio.Future[Any]] = []
             try:
-                for value, headers in event_records(commit):
-                    futures.append(
-                        await self.sender.send(
-                            commit.topic,
-                            value,
-                            key=commit.partition_key.encode("utf-8"),
-                            headers=headers,
+                # In the trace of the request that stored the commit, however much later.
+                with continued_span(f"{commit.topic} publish", commit.trace_context):
+                    for value, headers in event_records(commit, trace_headers()):
+                        futures.append(
+                            await self.sender.send(
+                                commit.topic,
+                                value,
+                                key=commit.partition_key.encode("utf-8"),
+                                headers=headers,
+                            )
                         )
-                    )
             except Exception as error:
                 # Enqueueing failed (buffer full, client closed): stop sending; commits
                 # already enqueued are still awaited and marked if acknowledged.

@@ -15,34 +15,42 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated, Any, TypeVar
 from uuid import uuid4
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
+from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.registry import EventRegistry
-from shared.kernel.eventstore.port import DueTimer, EventStore
+from shared.kernel.eventstore.port import Backlog, DueTimer, EventStore
 from shared.kernel.http import BodySizeLimit, install_problem_handlers
+from shared.kernel.logs import RequestContext, configure_logging
 from shared.kernel.messaging import (
     BatchHandler,
     EventConsumer,
     EventHandler,
     as_sender,
+    consumer_lag,
     make_kafka_broker,
     subscribe_events,
 )
+from shared.kernel.metrics import RequestDuration, Scrape, ServiceMetrics, service_collector
 from shared.kernel.outbox import OutboxRelay, republish
 from shared.kernel.projection import Projection, Projector
 from shared.kernel.readmodel.port import DocumentStore
 from shared.kernel.settings import Settings
 from shared.kernel.storage import open_document_store, open_event_store
 from shared.kernel.timers import TimerScheduler
+from shared.kernel.tracing import configure_tracing, instrument_app
 
 log = logging.getLogger(__name__)
 TimerHandler = Callable[[DueTimer], Awaitable[None]]
@@ -94,6 +102,8 @@ class Runtime:
     consumers: list[EventConsumer] = field(default_factory=list)
     relay: OutboxRelay | None = None
     scheduler: TimerScheduler | None = None
+    broker: KafkaBroker | None = None
+    metrics: ServiceMetrics | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,14 @@ def process_owner(service: str, instance_id: str) -> str:
     if instance_id:
         return f"{service}@{instance_id}"
     return f"{service}@{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
+
+
+def configure_service_process(service: str, settings: Settings) -> None:
+    """What a service process sets up once for itself: structured logs named by its service
+    and instance, and trace export when an OTLP endpoint is set."""
+    instance = settings.instance_id or f"{socket.gethostname()}:{os.getpid()}"
+    configure_logging(service, instance, settings.log_level, settings.log_format)
+    configure_tracing(service, settings.otlp_endpoint)
 
 
 def create_service_app(
@@ -127,7 +145,11 @@ def create_service_app(
         documents = await open_document_store(url)
         runtime = Runtime(spec.name, settings, clock, store, documents, spec.registry())
         wiring = spec.wire(runtime)
-        broker = make_kafka_broker(settings, log_level=logging.DEBUG)
+        # FastStream's own loggers write coloured text to stdout; this one propagates to the
+        # root handler, the process's one log pipeline (`shared.kernel.logs`).
+        broker = make_kafka_broker(
+            settings, logger=logging.getLogger("yellowcart.faststream"), log_level=logging.DEBUG
+        )
         for subscription in wiring.subscriptions:
             runtime.consumers.append(
                 subscribe_events(
@@ -143,6 +165,9 @@ def create_service_app(
                     fetch_max_wait_ms=settings.consumer_fetch_wait_ms,
                 )
             )
+        runtime.broker = broker
+        runtime.metrics = ServiceMetrics(spec.name, partial(_counters, runtime))
+        service_collector().add(runtime.metrics)
         owner = process_owner(spec.name, settings.instance_id)
         stop = asyncio.Event()
         await broker.start()
@@ -166,6 +191,7 @@ def create_service_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, timeout=5)
+            service_collector().remove(runtime.metrics)
             await broker.stop()
             await documents.close()
             await store.close()
@@ -173,6 +199,9 @@ def create_service_app(
     app = FastAPI(title=spec.title, version="0.1.0", lifespan=lifespan, redirect_slashes=False)
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestDuration, service=spec.name)
+    app.add_middleware(RequestContext)
+    instrument_app(app)
     install_problem_handlers(app)
     for router in spec.routers:
         app.include_router(router)
@@ -218,11 +247,14 @@ RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 
 
 class Health(BaseModel):
-    """A service's answer to `GET /health` (503 with the same shape when it is unavailable)."""
+    """A service's answer to `GET /health`, `/health/live` and `/health/ready` (503 with the
+    same shape when it is not ready). `checks` names each readiness condition and its state."""
 
     status: str
     service: str
     outbox_backlog: int | None = None
+    outbox_oldest_age_s: float | None = None
+    checks: dict[str, str] | None = None
     error: str | None = None
 
 
@@ -233,6 +265,114 @@ METRICS_RESPONSE: dict[int | str, dict[str, Any]] = {
     }
 }
 PROMETHEUS_TEXT_SCHEMA = {"title": "PrometheusText", "type": "string"}
+OK = "ok"
+
+
+def _counters(runtime: Runtime) -> Iterator[tuple[str, str, dict[str, str], float]]:
+    """The components' plain counters, as (name, help, labels, value) for the collector."""
+    service = runtime.name
+    for consumer in runtime.consumers:
+        labels = {"service": service, "group": consumer.group}
+        for counter, value in vars(consumer.metrics).items():
+            yield f"yellowcart_consumer_{counter}", f"consumer {counter}", labels, value
+    for event_type, count in runtime.registry.unknown.items():
+        labels = {"service": service, "type": event_type}
+        yield (
+            "yellowcart_unknown_events",
+            "events of a type this service does not know",
+            labels,
+            count,
+        )
+    for part, name in ((runtime.relay, "outbox"), (runtime.scheduler, "timers")):
+        if part is not None:
+            for counter, value in vars(part.metrics).items():
+                yield (
+                    f"yellowcart_{name}_{counter}",
+                    f"{name} {counter}",
+                    {"service": service},
+                    value,
+                )
+
+
+async def _backlog(runtime: Runtime, now: datetime) -> Backlog:
+    overdue_after = timedelta(seconds=runtime.settings.timer_overdue_after_s)
+    return await asyncio.wait_for(
+        runtime.store.backlog(now, overdue_after), runtime.settings.health_timeout_s
+    )
+
+
+async def _lag(runtime: Runtime) -> dict[tuple[str, str, int], int]:
+    lag: dict[tuple[str, str, int], int] = {}
+    for consumer in runtime.consumers:
+        try:
+            partitions = await asyncio.wait_for(
+                consumer_lag(consumer), runtime.settings.health_timeout_s
+            )
+        except Exception:  # a scrape reports what it can; the broker may be away
+            log.warning("consumer lag of %s unavailable", consumer.group, exc_info=True)
+            continue
+        for tp, records in partitions.items():
+            lag[(consumer.group, tp.topic, tp.partition)] = records
+    return lag
+
+
+async def refresh_metrics(runtime: Runtime) -> None:
+    """Read what `/metrics` reports at scrape time: store backlog, due timers, consumer lag."""
+    if runtime.metrics is None:
+        return
+    now = runtime.clock.now()
+    backlog: Backlog | None = None
+    try:
+        backlog = await _backlog(runtime, now)
+    except Exception:
+        log.warning("store backlog unavailable for /metrics", exc_info=True)
+    runtime.metrics.scrape = Scrape(at=now, backlog=backlog, lag=await _lag(runtime))
+
+
+async def readiness(runtime: Runtime) -> Health:
+    """Ready = store answers, broker answers, every consumer has partitions, outbox not stalled."""
+    settings = runtime.settings
+    now = runtime.clock.now()
+    checks: dict[str, str] = {}
+
+    async def store_check() -> Backlog | None:
+        try:
+            backlog = await _backlog(runtime, now)
+        except Exception as error:
+            checks["store"] = f"unavailable: {type(error).__name__}: {error}"[:300]
+            return None
+        checks["store"] = OK
+        return backlog
+
+    async def broker_check() -> None:
+        answered = runtime.broker is not None and await runtime.broker.ping(
+            settings.health_timeout_s
+        )
+        checks["broker"] = OK if answered else "unreachable"
+
+    backlog, _ = await asyncio.gather(store_check(), broker_check())
+    waiting = [
+        consumer.group
+        for consumer in runtime.consumers
+        if not ((client := consumer.kafka_client()) and client.assignment())
+    ]
+    checks["consumers"] = OK if not waiting else "no partitions assigned: " + ", ".join(waiting)
+    age: float | None = None
+    if backlog is not None:
+        oldest = backlog.oldest_unpublished_at
+        age = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+        stalled = age > settings.outbox_stall_after_s
+        checks["outbox"] = (
+            f"stalled: oldest unpublished commit is {age:.0f} s old" if stalled else OK
+        )
+    ready = all(state == OK for state in checks.values())
+    return Health(
+        status="ready" if ready else "not_ready",
+        service=runtime.name,
+        outbox_backlog=backlog.unpublished if backlog else None,
+        outbox_oldest_age_s=age,
+        checks=checks,
+    )
 
 
 def _operations_router(service: str) -> APIRouter:
@@ -240,43 +380,42 @@ def _operations_router(service: str) -> APIRouter:
 
     @router.get(
         "/health",
-        summary="liveness and readiness",
+        summary="the store answers (kept for existing callers; see /health/ready)",
         response_model=Health,
         responses={503: {"model": Health, "description": "the store is unavailable"}},
     )
     async def health(runtime: RuntimeDep) -> JSONResponse:
         try:
-            backlog = len(await runtime.store.unpublished(limit=1000))
+            backlog = await _backlog(runtime, runtime.clock.now())
         except Exception as error:  # a health probe reports, it does not crash
             body = Health(status="unavailable", service=service, error=str(error))
             return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
-        body = Health(status="ok", service=service, outbox_backlog=backlog)
+        body = Health(status="ok", service=service, outbox_backlog=backlog.unpublished)
         return JSONResponse(body.model_dump(exclude_none=True))
+
+    @router.get("/health/live", summary="liveness: the process runs", response_model=Health)
+    async def live() -> Health:
+        return Health(status="ok", service=service)
+
+    @router.get(
+        "/health/ready",
+        summary="readiness: store and broker answer, consumers assigned, outbox not stalled",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "not ready; `checks` says why"}},
+    )
+    async def ready(runtime: RuntimeDep) -> JSONResponse:
+        body = await readiness(runtime)
+        code = 200 if body.status == "ready" else 503
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=code)
 
     @router.get(
         "/metrics",
         summary="Prometheus metrics",
-        response_class=PlainTextResponse,
+        response_class=Response,
         responses=METRICS_RESPONSE,
     )
-    async def metrics(runtime: RuntimeDep) -> PlainTextResponse:
-        lines = []
-        for consumer in runtime.consumers:
-            labels = f'service="{service}",topic="{consumer.topic}"'
-            for name, value in vars(consumer.metrics).items():
-                lines.append(f"yellowcart_consumer_{name}_total{{{labels}}} {value}")
-        for event_type, count in runtime.registry.unknown.items():
-            lines.append(
-                f'yellowcart_unknown_events_total{{service="{service}",type="{event_type}"}} '
-                f"{count}"
-            )
-        labels = f'service="{service}"'
-        for part, name in ((runtime.relay, "outbox"), (runtime.scheduler, "timers")):
-            if part is not None:
-                for counter, value in vars(part.metrics).items():
-                    lines.append(f"yellowcart_{name}_{counter}_total{{{labels}}} {value}")
-        backlog = len(await runtime.store.unpublished(limit=10_000))
-        lines.append(f'yellowcart_outbox_backlog{{service="{service}"}} {backlog}')
-        return PlainTextResponse("\n".join(lines) + "\n")
+    async def metrics(runtime: RuntimeDep) -> Response:
+        await refresh_metrics(runtime)
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return router

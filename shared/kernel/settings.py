@@ -129,6 +129,27 @@ class Settings(BaseSettings):
         "the latency an idle consumer adds to the next event",
     )
     timer_interval_s: float = Field(0.2, description="timer scheduler poll interval")
+    timer_overdue_after_s: float = Field(
+        60.0, description="a timer due longer ago than this counts as overdue in /metrics"
+    )
+    outbox_stall_after_s: float = Field(
+        30.0,
+        description="/health/ready fails while the oldest unpublished commit is older than this",
+    )
+    otlp_endpoint: str = Field(
+        "",
+        description="OpenTelemetry collector (OTLP over HTTP, e.g. http://otel-collector:4318): "
+        "traces are exported there; empty = no tracing",
+    )
+    log_level: str = Field("INFO", description="log level: DEBUG, INFO, WARNING, ERROR")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="`json`: one JSON object per line; `console`: for people; `auto`: console "
+        "on a terminal, JSON otherwise",
+    )
+    health_timeout_s: float = Field(
+        2.0, description="how long /health/ready waits for the store and the broker to answer"
+    )
 
     @classmethod
     def settings_customise_sources(

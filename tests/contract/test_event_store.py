@@ -22,6 +22,7 @@ from shared.kernel.eventstore.chain import seal_canonical, verify_chain
 from shared.kernel.eventstore.memory import InMemoryEventStore
 from shared.kernel.eventstore.mongo import MongoEventStore
 from shared.kernel.eventstore.port import (
+    Backlog,
     Commit,
     ConcurrencyConflict,
     DuplicateCausation,
@@ -435,6 +436,27 @@ async def test_timers_are_stored_with_their_commit_and_fall_due_in_time(
     await store.complete_timer("timer-deadline")
 
     assert [t.timer_id for t in await store.due_timers(later)] == ["timer-window"]
+
+
+async def test_the_backlog_counts_every_unpublished_commit_and_the_due_and_overdue_timers(
+    store: EventStore,
+) -> None:
+    hour = timedelta(hours=1)
+    assert await store.backlog(T0, hour) == Backlog(0, None, 0, 0)
+    early = NewTimer("timer-early", "payment_deadline", T0)
+    late = NewTimer("timer-late", "seller_response", T0 + 2 * hour)
+    stored = [await store.append(new_commit(f"order-{n}", 0)) for n in range(1200)]
+    await store.append(new_commit("order-timers", 0, timers=(early, late)))
+    await store.mark_published([stored[0].position, stored[1].position])
+
+    backlog = await store.backlog(T0 + 2 * hour, hour)
+
+    # Uncapped (more than one relay batch), and the oldest is the first one not published.
+    assert backlog.unpublished == 1199
+    assert backlog.oldest_unpublished_at == stored[2].events[0].occurred_at
+    assert (backlog.timers_due, backlog.timers_overdue) == (2, 1)
+    await store.complete_timer("timer-early")
+    assert (await store.backlog(T0 + 2 * hour, hour)).timers_due == 1
 
 
 async def test_a_lease_is_exclusive_until_it_expires(store: EventStore) -> None:

@@ -11,6 +11,7 @@ from uuid import uuid4
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from operations.demo.scenarios import Api
 from operations.localbroker import LocalBroker
@@ -46,12 +47,16 @@ def case_of(api: Api, order_id: str) -> dict[str, Any]:
     return case
 
 
-def consumer_processed(service_url: str, group: str) -> int:
+def events_consumed(service_url: str, topic: str) -> int:
+    """How many events of `topic` the service's consumers have decoded, from its /metrics."""
     text = httpx.get(f"{service_url}/metrics").text
-    return sum(
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith("yellowcart_consumer_processed_total") and group in line
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "yellowcart_consumed_events_total" and sample.labels["topic"] == topic
+        )
     )
 
 
@@ -108,12 +113,12 @@ async def test_paid_order_is_cancelled_through_seller_and_platform_refunded_and_
     # the approval and the cancellation delivered twice change nothing
     order_url = f"http://127.0.0.1:{processes.ports['order']}"
     penalty_url = f"http://127.0.0.1:{processes.ports['penalty']}"
-    before = consumer_processed(order_url, "dispute.events")
+    before = events_consumed(order_url, "dispute.events")
     await redeliver(e2e_broker, "dispute.events", "SellerCancelApproved", order_id)
-    wait_until(lambda: consumer_processed(order_url, "dispute.events") > before, "redelivery")
-    before = consumer_processed(penalty_url, "order.events")
+    wait_until(lambda: events_consumed(order_url, "dispute.events") > before, "redelivery")
+    before = events_consumed(penalty_url, "order.events")
     await redeliver(e2e_broker, "order.events", "OrderCancelled", order_id)
-    wait_until(lambda: consumer_processed(penalty_url, "order.events") > before, "redelivery")
+    wait_until(lambda: events_consumed(penalty_url, "order.events") > before, "redelivery")
 
     order_events = await events_by_order(e2e_broker, "order.events", 4)
     assert [e["event_type"] for e in order_events[order_id]].count(

@@ -106,20 +106,22 @@ async def _serve(app: FastAPI, started: asyncio.Future[None], stop: asyncio.Even
 @contextlib.asynccontextmanager
 async def running_services(
     settings: Settings,
-    names: Iterable[str],
+    names: Iterable[str | ServiceSpec],
     *,
     consumers: bool = True,
     policy: Policy | None = None,
 ) -> AsyncIterator[dict[str, Service]]:
-    """Start the named services concurrently; yield them by name with an HTTP client each."""
+    """Start the named services (or specs a test made) concurrently; yield them by name with
+    an HTTP client each."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     services: dict[str, Service] = {}
     tasks: list[asyncio.Task[None]] = []
     starts: list[asyncio.Future[None]] = []
     try:
-        for name in names:
-            spec = spec_of(name, policy or Policy())
+        for named in names:
+            spec = named if isinstance(named, ServiceSpec) else spec_of(named, policy or Policy())
+            name = spec.name
             spec = spec if consumers else _without_consumers(spec)
             app = create_service_app(spec, settings)
             started: asyncio.Future[None] = loop.create_future()

@@ -16,6 +16,7 @@ from shared.kernel.events.canonical import GENESIS_HASH
 from shared.kernel.events.envelope import Envelope
 from shared.kernel.eventstore.chain import check_new_commit, seal
 from shared.kernel.eventstore.port import (
+    Backlog,
     Commit,
     ConcurrencyConflict,
     DueTimer,
@@ -116,6 +117,18 @@ class InMemoryEventStore(EventStore):
         self._check_open()
         pending = (c for _, c in sorted(self._commits.items()) if not c.published)
         return list(islice(pending, limit))
+
+    async def backlog(self, now: datetime, overdue_after: timedelta) -> Backlog:
+        self._check_open()
+        pending = [c for _, c in sorted(self._commits.items()) if not c.published]
+        moment = utc(now)
+        due = [timer.due_at for timer in self._timers.values() if timer.due_at <= moment]
+        return Backlog(
+            unpublished=len(pending),
+            oldest_unpublished_at=pending[0].events[0].occurred_at if pending else None,
+            timers_due=len(due),
+            timers_overdue=sum(1 for at in due if at <= moment - overdue_after),
+        )
 
     async def mark_published(self, positions: Sequence[int]) -> None:
         self._check_open()

@@ -36,6 +36,7 @@ from shared.kernel.events.canonical import GENESIS_HASH
 from shared.kernel.events.envelope import Envelope
 from shared.kernel.eventstore.chain import check_new_commit, seal, stored_envelope
 from shared.kernel.eventstore.port import (
+    Backlog,
     Commit,
     ConcurrencyConflict,
     DueTimer,
@@ -226,6 +227,30 @@ class MongoEventStore(EventStore):
     async def unpublished(self, limit: int = 500) -> list[Commit]:
         return await self._find({"published": False}, "_id", limit)
 
+    async def backlog(self, now: datetime, overdue_after: timedelta) -> Backlog:
+        self._check_open()
+        with translated_errors():
+            unpublished = await self._commits.count_documents({"published": False})
+        oldest = await self.unpublished(limit=1) if unpublished else []
+        return Backlog(
+            unpublished=unpublished,
+            oldest_unpublished_at=oldest[0].events[0].occurred_at if oldest else None,
+            timers_due=await self._pending_timers_due_by(now),
+            timers_overdue=await self._pending_timers_due_by(now - overdue_after),
+        )
+
+    async def _pending_timers_due_by(self, moment: datetime) -> int:
+        due = {"pending_timers.due_at": {"$lte": bson_time(moment)}}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": due},
+            {"$unwind": "$pending_timers"},
+            {"$match": due},
+            {"$group": {"_id": None, "count": {"$sum": 1}}},
+        ]
+        with translated_errors():
+            counts = await aggregate(self._commits, pipeline)
+        return int(counts[0]["count"]) if counts else 0
+
     async def mark_published(self, positions: Sequence[int]) -> None:
         self._check_open()
         if positions:
@@ -305,6 +330,7 @@ def _document(commit: Commit, wires: list[dict[str, Any]], new: NewCommit) -> di
         "partition_key": commit.partition_key,
         "causation_id": commit.causation_id,
         "handler": commit.handler,
+        "trace_context": commit.trace_context,
         "prev_hash": commit.prev_hash,
         "hash": commit.hash,
         "published": False,
@@ -334,6 +360,7 @@ def _commit(document: dict[str, Any]) -> Commit:
         hash=document["hash"],
         published=bool(document["published"]),
         handler=document.get("handler", ""),
+        trace_context=document.get("trace_context", ""),
     )
 
 

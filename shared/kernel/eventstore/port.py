@@ -76,6 +76,7 @@ class NewCommit:
     causation_id: str | None = None
     timers: Sequence[NewTimer] = ()
     handler: str = ""  # who handled `causation_id`: a reaction's name, "" for a command
+    trace_context: str = ""  # W3C traceparent of the span that stored it ("" when not traced)
 
     def stored(self, position: int, prev_hash: str, hash_: str) -> Commit:
         """The commit as a store holds it once written at `position`, sealed after `prev_hash`."""
@@ -91,6 +92,7 @@ class NewCommit:
             hash=hash_,
             published=False,
             handler=self.handler,
+            trace_context=self.trace_context,
         )
 
 
@@ -107,6 +109,7 @@ class Commit:
     hash: str
     published: bool
     handler: str = ""
+    trace_context: str = ""  # kept so the relay publishes in the trace that stored it
 
     @property
     def last_version(self) -> int:
@@ -120,6 +123,18 @@ class DueTimer:
     name: str
     due_at: datetime
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What a store still has to do, for metrics and readiness: commits the broker has not
+    acknowledged (all of them, uncapped), when the oldest of them was recorded, and the
+    timers that are due now and those due longer ago than a threshold (overdue)."""
+
+    unpublished: int
+    oldest_unpublished_at: datetime | None
+    timers_due: int
+    timers_overdue: int
 
 
 class EventStore(ABC):
@@ -152,6 +167,11 @@ class EventStore(ABC):
 
     @abstractmethod
     async def mark_published(self, positions: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    async def backlog(self, now: datetime, overdue_after: timedelta) -> Backlog:
+        """Count unpublished commits and due timers (a timer due before `now - overdue_after`
+        is overdue too); the oldest unpublished commit's time is its first event's."""
 
     @abstractmethod
     async def due_timers(self, now: datetime, limit: int = 100) -> list[DueTimer]:

@@ -48,6 +48,7 @@ from shared.kernel.eventstore.chain import (
     stored_envelope,
 )
 from shared.kernel.eventstore.port import (
+    Backlog,
     Commit,
     ConcurrencyConflict,
     DueTimer,
@@ -83,6 +84,7 @@ CREATE TABLE IF NOT EXISTS commits (
     hash TEXT NOT NULL,
     published INTEGER NOT NULL DEFAULT 0,
     handler TEXT NOT NULL DEFAULT '',
+    trace_context TEXT NOT NULL DEFAULT '',
     CHECK (last_version >= first_version AND first_version >= 1)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS commits_stream_version ON commits (stream_id, first_version);
@@ -106,6 +108,8 @@ CREATE TABLE IF NOT EXISTS leases (
 # of the key has no `handler` column and a unique index on causation_id alone: the column is
 # added (its commits keep handler '') and the index replaced. The script is idempotent.
 ADD_HANDLER_COLUMN = "ALTER TABLE commits ADD COLUMN handler TEXT NOT NULL DEFAULT ''"
+# A file written before commits kept their trace context gets the column ('' for old commits).
+ADD_TRACE_COLUMN = "ALTER TABLE commits ADD COLUMN trace_context TEXT NOT NULL DEFAULT ''"
 DEDUPE_INDEX = """
 DROP INDEX IF EXISTS commits_causation;
 CREATE UNIQUE INDEX IF NOT EXISTS commits_dedupe ON commits (causation_id, handler)
@@ -114,14 +118,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS commits_dedupe ON commits (causation_id, handl
 
 _COMMIT_COLUMNS = (
     "position, stream_id, first_version, events, topic, partition_key, causation_id, "
-    "prev_hash, hash, published, handler"
+    "prev_hash, hash, published, handler, trace_context"
 )
 _HEAD = (
     "SELECT last_version, hash FROM commits WHERE stream_id = ? ORDER BY first_version DESC LIMIT 1"
 )
 _INSERT_COMMIT = (
     "INSERT INTO commits (stream_id, first_version, last_version, events, topic, partition_key,"
-    " causation_id, prev_hash, hash, handler) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " causation_id, prev_hash, hash, handler, trace_context)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_TIMER = (
     "INSERT INTO timers (timer_id, stream_id, name, due_at, data) VALUES (?, ?, ?, ?, ?)"
@@ -221,8 +226,11 @@ class SQLiteEventStore(EventStore):
         try:
             await translated(writer.executescript(SCHEMA))
             columns = await translated(writer.execute_fetchall("PRAGMA table_info(commits)"))
-            if "handler" not in {column[1] for column in columns}:
+            names = {column[1] for column in columns}
+            if "handler" not in names:
                 await translated(writer.execute(ADD_HANDLER_COLUMN))
+            if "trace_context" not in names:
+                await translated(writer.execute(ADD_TRACE_COLUMN))
             await translated(writer.executescript(DEDUPE_INDEX))
             reader = appender = None
             if path != ":memory:":
@@ -284,6 +292,7 @@ class SQLiteEventStore(EventStore):
             hash_,
             False,
             commit.handler,
+            commit.trace_context,
         )
 
     async def _append_in_group(self, pending: _Pending) -> tuple[int, str, str]:
@@ -443,6 +452,21 @@ class SQLiteEventStore(EventStore):
     async def unpublished(self, limit: int = 500) -> list[Commit]:
         return await self._commits("WHERE published = 0 ORDER BY position LIMIT ?", (limit,))
 
+    async def backlog(self, now: datetime, overdue_after: timedelta) -> Backlog:
+        ((unpublished,),) = await self._read("SELECT COUNT(*) FROM commits WHERE published = 0", ())
+        oldest = await self.unpublished(limit=1) if unpublished else []
+        ((due, overdue),) = await self._read(
+            "SELECT COUNT(*), COALESCE(SUM(due_at <= ?), 0) FROM timers "
+            "WHERE completed = 0 AND due_at <= ?",
+            (to_micros(now - overdue_after), to_micros(now)),
+        )
+        return Backlog(
+            unpublished=unpublished,
+            oldest_unpublished_at=oldest[0].events[0].occurred_at if oldest else None,
+            timers_due=due,
+            timers_overdue=overdue,
+        )
+
     async def due_timers(self, now: datetime, limit: int = 100) -> list[DueTimer]:
         rows = await self._read(
             "SELECT timer_id, stream_id, name, due_at, data FROM timers "
@@ -479,7 +503,20 @@ def _decode(events: str) -> Any:
 
 
 def _commit(row: Any) -> Commit:
-    position, stream_id, first_version, events, topic, key, causation, prev, hash_, pub, by = row
+    (
+        position,
+        stream_id,
+        first_version,
+        events,
+        topic,
+        key,
+        causation,
+        prev,
+        hash_,
+        pub,
+        by,
+        tc,
+    ) = row
     return stored_commit(
         position,
         stream_id,
@@ -492,6 +529,7 @@ def _commit(row: Any) -> Commit:
         hash_,
         bool(pub),
         by,
+        tc,
     )
 
 
@@ -579,6 +617,7 @@ def _write_one(
             prev_hash,
             hash_,
             commit.handler,
+            commit.trace_context,
         ),
     ).lastrowid
     if pending.timers:

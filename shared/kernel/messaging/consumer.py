@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -56,13 +57,17 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared.kernel.clock import Clock, SystemClock, to_rfc3339
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.events.registry import EventRegistry
 from shared.kernel.eventstore.port import DuplicateCausation
+from shared.kernel.logs import bound_context
 from shared.kernel.messaging.kafka import Headers, RecordSender, as_sender, send_and_wait
+from shared.kernel.metrics import EVENTS_CONSUMED, HANDLER_DURATION
+from shared.kernel.tracing import context_from_headers, record_spans, span, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +176,14 @@ class EventConsumer:
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         batch_handler: BatchHandler | None = None,
+        group: str = "",
     ) -> None:
         self.topic = topic
+        self.group = group
+        self.committed: dict[TopicPartition, int] = {}  # the offsets this consumer committed
+        self.kafka_client: Callable[[], AIOKafkaConsumer | None] = lambda: None
+        self._durations: dict[tuple[str, str, str], Any] = {}  # metric children by labels
+        self._consumed: dict[tuple[str, str], Any] = {}
         self.handler = handler
         self.batch_handler = batch_handler
         self.registry = registry
@@ -223,18 +234,42 @@ class EventConsumer:
         events = [(record, *pair) for record, pair in decoded if pair is not None]
         if not events:
             return
+        started = time.perf_counter()
+        started_ns = time.time_ns()
         try:
             await batch_handler([(envelope, event) for _, envelope, event in events])
         except Exception:
+            self._observe(records[0].topic, "batch", "retried", started)
             log.warning("batch handler failed; handling its %d events one by one", len(events))
             for record, envelope, event in events:
                 await self._handle(record, envelope, event)
         else:
+            self._observe(records[0].topic, "batch", "processed", started)
             self.metrics.processed += len(events)
+            if tracing_enabled():  # the batch's work, shown in each event's trace
+                parents = [context_from_headers(record.headers) for record, _, _ in events]
+                record_spans(f"projection update {self.group}", parents, started_ns, time.time_ns())
+
+    def _observe(self, topic: str, event_type: str, outcome: str, started: float) -> None:
+        key = (topic, event_type, outcome)
+        child = self._durations.get(key)
+        if child is None:  # `labels()` costs microseconds: each series is looked up once
+            child = self._durations[key] = HANDLER_DURATION.labels(
+                topic, self.group, event_type, outcome
+            )
+        child.observe(time.perf_counter() - started)
+
+    def _count(self, topic: str, event_type: str) -> None:
+        key = (topic, event_type)
+        child = self._consumed.get(key)
+        if child is None:
+            child = self._consumed[key] = EVENTS_CONSUMED.labels(topic, self.group, event_type)
+        child.inc()
 
     async def _commit(self, commit: CommitOffsets, offsets: dict[TopicPartition, int]) -> None:
         try:
             await commit(offsets)
+            self.committed.update(offsets)
         except Exception:
             # The partition was probably reassigned: its new owner reads from the last
             # committed offset, so these records are handled again there (idempotently).
@@ -258,6 +293,7 @@ class EventConsumer:
         if event is None:
             self.metrics.unknown_types += 1
             return None
+        self._count(record.topic, envelope.event_type)
         return envelope, event
 
     async def _resolve(self, record: ConsumerRecord[Any, Any]) -> None:
@@ -268,14 +304,39 @@ class EventConsumer:
     async def _handle(
         self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
     ) -> None:
+        with bound_context(
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.causation_id,
+            event_id=envelope.event_id,
+            event_type=envelope.event_type,
+        ):
+            if not tracing_enabled():
+                await self._handle_in_context(record, envelope, event)
+                return
+            with span(
+                f"{record.topic} process",
+                parent=context_from_headers(record.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={"group": self.group, "event_type": envelope.event_type},
+            ):
+                await self._handle_in_context(record, envelope, event)
+
+    async def _handle_in_context(
+        self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
+    ) -> None:
         for attempt in range(1, self.retry.attempts + 1):
+            started = time.perf_counter()
             try:
                 await self.handler(envelope, event)
             except DuplicateCausation:
+                self._observe(record.topic, envelope.event_type, "duplicate", started)
                 self.metrics.duplicates += 1
                 return
             except Exception as error:
-                if attempt == self.retry.attempts:
+                last = attempt == self.retry.attempts
+                outcome = "dead_lettered" if last else "retried"
+                self._observe(record.topic, envelope.event_type, outcome, started)
+                if last:
                     await self._dead_letter(
                         record, error, reason="handler_failed", attempts=attempt
                     )
@@ -291,7 +352,9 @@ class EventConsumer:
                 )
                 await self._sleep(self.retry.delay(attempt))
             else:
+                self._observe(record.topic, envelope.event_type, "processed", started)
                 self.metrics.processed += 1
+                log.debug("handled %s in %s", envelope.event_type, self.group)
                 return
 
     async def _dead_letter(
@@ -416,6 +479,7 @@ def subscribe_events(
         dlq_retry=dlq_retry,
         clock=clock,
         batch_handler=batch_handler,
+        group=group_id,
     )
     subscriber = broker.subscriber(
         *(Topic(name, num_partitions=partitions) for name in topics),
@@ -442,5 +506,31 @@ def subscribe_events(
 
         await consumer.process_batch(records, commit)
 
+    def kafka_client() -> AIOKafkaConsumer | None:
+        client = getattr(subscriber, "consumer", None)
+        return client if isinstance(client, AIOKafkaConsumer) else None
+
     subscriber(on_records)
+    consumer.kafka_client = kafka_client
     return consumer
+
+
+async def consumer_lag(consumer: EventConsumer) -> dict[TopicPartition, int]:
+    """Records after the group's committed offset, per partition assigned to this consumer.
+
+    Asks the broker for the partitions' end offsets (one request); committed offsets are the
+    ones this consumer committed, or the group's (asked once) for a partition it has not
+    committed yet. Empty before the consumer joined its group."""
+    client = consumer.kafka_client()
+    assigned = list(client.assignment()) if client is not None else []
+    if client is None or not assigned:
+        return {}
+    ends = await client.end_offsets(assigned)
+    lag: dict[TopicPartition, int] = {}
+    for partition in assigned:
+        committed = consumer.committed.get(partition)
+        if committed is None:
+            committed = await client.committed(partition) or 0
+            consumer.committed.setdefault(partition, committed)
+        lag[partition] = max(0, ends[partition] - committed)
+    return lag
