@@ -2,9 +2,9 @@
 
 No script, no external stylesheet, font or image: the page is the audit's JSON report rendered
 with Jinja2 from `audit_report.html.j2` (autoescaped, so event data cannot inject markup) with
-an inline stylesheet. It shows the chain status and checkpoint status of every stream read, the state of the order at
-the audited moment, and the timeline across services; every event's data is in a collapsed
-`<details>` element, so the page is the whole record without a viewer.
+an inline stylesheet. It shows the chain status and checkpoint status of every stream read,
+the state of the order at the audited moment, and the timeline across services; every event's
+data is in a collapsed `<details>` element, so the page is the whole record without a viewer.
 """
 
 from __future__ import annotations
