@@ -153,6 +153,12 @@ def token(
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CHAIN_BROKEN, EXIT_VIEW_DIFFERS, EXIT_CHECKPOINT = range(6)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
+
+def _say(message: str) -> None:
+    """A line for the operator on stderr, unwrapped (logs keep it whole), never on stdout."""
+    errors.print(message, highlight=False, soft_wrap=True)
+
+
 DataDir = Annotated[
     Path | None,
     typer.Option(
@@ -183,13 +189,13 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
     except StoreSelectionError as error:
-        errors.print(f"[red]refused:[/] {error}", highlight=False)
+        _say(f"[red]refused:[/] {error}")
         raise typer.Exit(EXIT_REFUSED) from None
     except CheckpointError as error:
-        errors.print(f"[red]checkpoint:[/] {error}", highlight=False)
+        _say(f"[red]checkpoint:[/] {error}")
         raise typer.Exit(EXIT_CHECKPOINT) from None
     except (EventStoreError, OSError, ValueError) as error:
-        errors.print(f"[red]failed:[/] {type(error).__name__}: {error}", highlight=False)
+        _say(f"[red]failed:[/] {type(error).__name__}: {error}")
         raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -220,10 +226,9 @@ def _checkpoint(against: Path | None, public_key: Path | None) -> Checkpoint | N
         raise CheckpointError(f"cannot read the public key {public_key}: {error}") from error
     checkpoint = open_checkpoint(against, key)
     if not checkpoint.key_pinned:
-        errors.print(
+        _say(
             "[yellow]note:[/] the checkpoint's signature was checked with the key inside the "
             "file only; pass --public-key (the auditor's key) to know who signed it",
-            highlight=False,
         )
     return checkpoint
 
@@ -250,7 +255,7 @@ def audit(
 
     output_format = "json" if as_json else output_format
     if output_format not in ("table", "json", "html"):
-        errors.print(f"[red]refused:[/] --format must be table, json or html, not {output_format}")
+        _say(f"[red]refused:[/] --format must be table, json or html, not {output_format}")
         raise typer.Exit(EXIT_REFUSED)
     checkpoint = _run(_async(_checkpoint, against, public_key))
     report = _run(
@@ -267,7 +272,7 @@ def audit(
 
         target = out or Path(f"{order_id}.html")
         target.write_text(render_html(report, to_rfc3339(SystemClock().now())))
-        errors.print(f"wrote {target}", highlight=False)
+        _say(f"wrote {target}")
     else:
         print_audit(report, console)
     if not report["chain_ok"]:
@@ -371,10 +376,10 @@ def checkpoint(
     try:
         private_key = load_private_key(key)
     except (OSError, ValueError) as error:
-        errors.print(f"[red]refused:[/] cannot read the private key {key}: {error}")
+        _say(f"[red]refused:[/] cannot read the private key {key}: {error}")
         raise typer.Exit(EXIT_REFUSED) from None
     except CheckpointError as error:
-        errors.print(f"[red]refused:[/] {error}")
+        _say(f"[red]refused:[/] {error}")
         raise typer.Exit(EXIT_REFUSED) from None
 
     async def work(stores: dict[str, EventStore]) -> VerifyReport:
@@ -384,7 +389,7 @@ def checkpoint(
     report = _run(_with_stores(data_dir, work))
     if not report.chain_ok:
         print_verify(report, console)
-        errors.print("[red]refused:[/] a broken chain is not sealed; investigate it first")
+        _say("[red]refused:[/] a broken chain is not sealed; investigate it first")
         raise typer.Exit(EXIT_CHAIN_BROKEN)
     streams = sum(map(len, report.heads.values()))
     if dry_run:
@@ -406,7 +411,7 @@ def checkpoint_key(
 
     for path in (private, public):
         if path.exists():
-            errors.print(f"[red]refused:[/] {path} exists; not overwriting a key")
+            _say(f"[red]refused:[/] {path} exists; not overwriting a key")
             raise typer.Exit(EXIT_REFUSED)
     generate_key(private, public)
     console.print(f"wrote {private} and {public}")
@@ -489,7 +494,7 @@ def republish(
     from shared.kernel.messaging import make_producer
 
     if service not in SERVICES:
-        errors.print(f"[red]refused:[/] unknown service {service!r}; one of {', '.join(SERVICES)}")
+        _say(f"[red]refused:[/] unknown service {service!r}; one of {', '.join(SERVICES)}")
         raise typer.Exit(EXIT_REFUSED)
 
     async def work(stores: dict[str, EventStore]) -> int:
