@@ -103,8 +103,16 @@ def test_a_rewritten_and_rehashed_history_passes_verify_but_not_the_checkpoint(
 
     against = runner.invoke(
         app,
-        ["verify", "--against", str(checkpoint), "--public-key", str(public), "--json"]
-        + ["--data-dir", str(copy)],
+        [
+            "verify",
+            "--against",
+            str(checkpoint),
+            "--public-key",
+            str(public),
+            "--json",
+            "--data-dir",
+            str(copy),
+        ],
     )
     assert against.exit_code == EXIT_CHECKPOINT, against.output
     report = json.loads(against.stdout)
@@ -119,16 +127,30 @@ def test_a_rewritten_and_rehashed_history_passes_verify_but_not_the_checkpoint(
 
     table = runner.invoke(
         app,
-        ["verify", "--against", str(checkpoint), "--public-key", str(public)]
-        + ["--data-dir", str(copy)],
+        [
+            "verify",
+            "--against",
+            str(checkpoint),
+            "--public-key",
+            str(public),
+            "--data-dir",
+            str(copy),
+        ],
     )
     assert table.exit_code == EXIT_CHECKPOINT
     assert stream in table.output and str(sealed_version) in table.output
 
     untouched = runner.invoke(
         app,
-        ["verify", "--against", str(checkpoint), "--public-key", str(public)]
-        + ["--data-dir", str(data_dir)],
+        [
+            "verify",
+            "--against",
+            str(checkpoint),
+            "--public-key",
+            str(public),
+            "--data-dir",
+            str(data_dir),
+        ],
     )
     assert untouched.exit_code == 0, untouched.output
     assert "extends the checkpoint" in untouched.output
@@ -141,8 +163,15 @@ def test_the_log_may_grow_after_a_checkpoint(
     asyncio.run(paid_orders(data_dir, 1))
     result = runner.invoke(
         app,
-        ["verify", "--against", str(checkpoint), "--public-key", str(public)]
-        + ["--data-dir", str(data_dir)],
+        [
+            "verify",
+            "--against",
+            str(checkpoint),
+            "--public-key",
+            str(public),
+            "--data-dir",
+            str(data_dir),
+        ],
     )
     assert result.exit_code == 0, result.output
 
@@ -158,8 +187,16 @@ def test_a_store_cut_back_behind_the_checkpoint_fails_naming_the_stream(
         )
     result = runner.invoke(
         app,
-        ["verify", "--against", str(checkpoint), "--public-key", str(public), "--json"]
-        + ["--data-dir", str(data_dir)],
+        [
+            "verify",
+            "--against",
+            str(checkpoint),
+            "--public-key",
+            str(public),
+            "--json",
+            "--data-dir",
+            str(data_dir),
+        ],
     )
     assert result.exit_code == EXIT_CHECKPOINT
     (mismatch,) = json.loads(result.stdout)["checkpoint"]["mismatches"]
@@ -169,7 +206,7 @@ def test_a_store_cut_back_behind_the_checkpoint_fails_naming_the_stream(
 def test_an_altered_checkpoint_or_another_key_is_refused(
     sealed: tuple[Path, Path, Path, list[str]], tmp_path: Path
 ) -> None:
-    data_dir, checkpoint, public, (order_id, _) = sealed
+    data_dir, checkpoint, _public, (order_id, _) = sealed
     document = json.loads(checkpoint.read_text())
     head = document["stores"]["payment"][f"payment-{order_id}"]
     head["version"] -= 1  # a forger moving the seal back before their rewrite
@@ -184,8 +221,15 @@ def test_an_altered_checkpoint_or_another_key_is_refused(
     )
     result = runner.invoke(
         app,
-        ["verify", "--against", str(checkpoint), "--public-key", str(other_public)]
-        + ["--data-dir", str(data_dir)],
+        [
+            "verify",
+            "--against",
+            str(checkpoint),
+            "--public-key",
+            str(other_public),
+            "--data-dir",
+            str(data_dir),
+        ],
     )
     assert result.exit_code == EXIT_CHECKPOINT and "not signed with the public key" in result.output
 
@@ -198,8 +242,16 @@ def test_checkpoint_refuses_a_broken_chain_and_dry_run_writes_nothing(
     out = tmp_path / "again.json"
     dry = runner.invoke(
         app,
-        ["checkpoint", "--key", str(key), "--out", str(out), "--dry-run"]
-        + ["--data-dir", str(data_dir)],
+        [
+            "checkpoint",
+            "--key",
+            str(key),
+            "--out",
+            str(out),
+            "--dry-run",
+            "--data-dir",
+            str(data_dir),
+        ],
     )
     assert dry.exit_code == 0 and "would seal" in dry.output and not out.exists()
 
@@ -225,8 +277,20 @@ def test_audit_html_is_a_self_contained_report_with_checkpoint_status(
     out = tmp_path / "report.html"
     result = runner.invoke(
         app,
-        ["audit", order_id, "--format", "html", "--out", str(out), "--against", str(checkpoint)]
-        + ["--public-key", str(public), "--data-dir", str(data_dir)],
+        [
+            "audit",
+            order_id,
+            "--format",
+            "html",
+            "--out",
+            str(out),
+            "--against",
+            str(checkpoint),
+            "--public-key",
+            str(public),
+            "--data-dir",
+            str(data_dir),
+        ],
     )
     assert result.exit_code == 0, result.output
     page = out.read_text()
