@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test lint typecheck format run up demo bench bench-store bench-load bench-drain clean
+.PHONY: install test lint typecheck format run up demo bench bench-store bench-load bench-drain bench-replay clean
 
 install: $(STAMP)
 
@@ -35,10 +35,13 @@ up: run
 demo: install
 	$(BIN)/yellowcart demo
 
-bench: bench-store bench-load bench-drain
+bench: bench-store bench-replay bench-load bench-drain
 
 bench-store: install
 	$(BIN)/python -m bench.store
+
+bench-replay: install
+	$(BIN)/python -m bench.replay
 
 bench-load: install
 	$(BIN)/python -m bench.load

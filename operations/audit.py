@@ -17,6 +17,7 @@ not grow with the length of the log (a replay's output, the views, is the except
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from operations.checkpoint import Checkpoint, CheckpointMismatch, ExtensionCheck
-from operations.stores import check_owner
+from operations.stores import STREAM_PREFIXES, check_owner
 from services.order.domain import Order
 from services.order.projection import COLLECTION, ORDER_VIEW, OrderViewRebuild, View, order_id_of
 from services.payment.domain import PaymentIntent
@@ -208,14 +209,25 @@ async def verify_stores(
 async def rebuild_views(
     stores: dict[str, EventStore], advance: Advance = _ignore
 ) -> dict[str, View]:
-    """Every order view folded from the stores' logs; no side effect anywhere."""
+    """Every order view folded from the stores' logs; no side effect anywhere.
+
+    The four stores are read concurrently: each store's reads run on its connection's thread
+    while this one decodes and folds another's batch. The result does not depend on how the
+    stores interleave (each stream lives in one store, read in its order, and the view orders
+    its timeline causally), so it equals a store-by-store rebuild."""
     rebuilt = OrderViewRebuild()
-    for service, store in stores.items():
+    add = rebuilt.add
+
+    async def read(service: str, store: EventStore) -> None:
+        own = STREAM_PREFIXES[service] + "-"
         async for commit in store.read_all(batch_size=READ_BATCH):
-            check_owner(service, commit.stream_id)
+            if not commit.stream_id.startswith(own):
+                check_owner(service, commit.stream_id)
             for envelope in commit.events:
-                rebuilt.add(envelope)
+                add(envelope)
             advance(len(commit.events))
+
+    await asyncio.gather(*(read(service, store) for service, store in stores.items()))
     return dict(rebuilt.views())
 
 
