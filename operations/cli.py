@@ -22,6 +22,7 @@ from shared.kernel.settings import Settings
 if TYPE_CHECKING:
     from operations.audit import ReplayReport, VerifyReport
     from operations.checkpoint import Checkpoint
+    from operations.deadletters import Action, DeadLetter, Filters
     from shared.kernel.eventstore.port import EventStore
 
 T = TypeVar("T")
@@ -511,6 +512,227 @@ def republish(
     count = _run(_with_stores(data_dir, work, [service]))
     verb = "would re-emit" if dry_run else "re-emitted"
     console.print(f"{verb} {count:,} events of {service}")
+
+
+# --- the dead-letter workbench ------------------------------------------------------------
+
+dlq_app = typer.Typer(
+    help="Dead letters: list, show, redrive to the one group that failed, purge.",
+    no_args_is_help=True,
+)
+app.add_typer(dlq_app, name="dlq")
+
+SourceTopics = Annotated[
+    list[str] | None,
+    typer.Option("--topic", help="source topic(s) whose .dlq to read; default: the four topics"),
+]
+Group = Annotated[str | None, typer.Option("--group", help="only this consumer group's")]
+ErrorText = Annotated[str | None, typer.Option("--error", help="error text or type contains")]
+OlderThan = Annotated[
+    str | None, typer.Option("--older-than", help="failed longer ago than (ISO 8601: PT1H)")
+]
+NewerThan = Annotated[
+    str | None, typer.Option("--newer-than", help="failed more recently than (ISO 8601: P1D)")
+]
+By = Annotated[
+    str | None, typer.Option("--by", help="who does this, for the ledger; default: login name")
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="say what would happen; send nothing")]
+
+
+def _duration(text: str | None, option: str) -> timedelta | None:
+    from pydantic import TypeAdapter, ValidationError
+
+    if text is None:
+        return None
+    try:
+        return TypeAdapter(timedelta).validate_python(text)
+    except ValidationError:
+        _say(f"[red]refused:[/] {option} takes an ISO 8601 duration such as PT30M or P1D")
+        raise typer.Exit(EXIT_REFUSED) from None
+
+
+def _filters(
+    group: str | None,
+    error: str | None,
+    older_than: str | None,
+    newer_than: str | None,
+    include_done: bool,
+) -> Filters:
+    from operations.deadletters import Filters
+
+    return Filters(
+        group=group,
+        error=error,
+        older_than=_duration(older_than, "--older-than"),
+        newer_than=_duration(newer_than, "--newer-than"),
+        include_done=include_done,
+    )
+
+
+def _source_topics(topics: list[str] | None) -> list[str]:
+    from shared.contracts.events import TOPICS
+
+    return list(topics or TOPICS)
+
+
+def _run_dlq(work: Coroutine[Any, Any, T]) -> T:
+    from aiokafka.errors import KafkaError
+
+    from operations.deadletters import DeadLetterError
+
+    try:
+        return _run(work)
+    except DeadLetterError as error:
+        _say(f"[red]refused:[/] {error}")
+        raise typer.Exit(EXIT_REFUSED) from None
+    except (KafkaError, TimeoutError) as error:
+        _say(f"[red]failed:[/] the broker at {Settings().broker_url}: {error}")
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+@dlq_app.command("list")
+def dlq_list(
+    topic: SourceTopics = None,
+    group: Group = None,
+    error: ErrorText = None,
+    older_than: OlderThan = None,
+    newer_than: NewerThan = None,
+    include_done: Annotated[
+        bool, typer.Option("--all", help="also the ones already redriven or purged")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Dead letters, oldest first per topic, with who rejected them and why."""
+    from rich.table import Table
+
+    from operations.deadletters import list_dead_letters
+
+    filters = _filters(group, error, older_than, newer_than, include_done)
+    letters = _run_dlq(
+        list_dead_letters(
+            Settings().broker_url, _source_topics(topic), filters, SystemClock().now()
+        )
+    )
+    if as_json:
+        typer.echo(json.dumps([letter.summary() for letter in letters], indent=2))
+        return
+    table = Table("id", "group", "event", "failed at", "error", "state", title="dead letters")
+    for letter in letters:
+        table.add_row(
+            letter.id,
+            letter.consumer_group or "?",
+            letter.event_type or "?",
+            letter.failed_at,
+            f"{letter.error_reason}: {letter.error[:80]}",
+            letter.state,
+        )
+    console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    letter_id: Annotated[str, typer.Argument(help="<topic>.dlq:<partition>:<offset>")],
+) -> None:
+    """One dead letter in full: headers, body, state (JSON)."""
+    from operations.deadletters import find
+
+    letter = _run_dlq(find(Settings().broker_url, letter_id))
+    typer.echo(json.dumps(letter.detail(), indent=2))
+
+
+async def _selected(
+    letter_ids: list[str], topic: list[str] | None, filters: Filters
+) -> list[DeadLetter]:
+    from operations.deadletters import find, list_dead_letters
+
+    broker_url = Settings().broker_url
+    if letter_ids:
+        return [await find(broker_url, letter_id) for letter_id in letter_ids]
+    return await list_dead_letters(broker_url, _source_topics(topic), filters, SystemClock().now())
+
+
+def _act(
+    action: str,
+    letter_ids: list[str],
+    topic: list[str] | None,
+    filters: Filters,
+    by: str | None,
+    dry_run: bool,
+) -> None:
+    import getpass
+
+    from operations.deadletters import purge, redrive
+    from shared.kernel.messaging import make_producer
+
+    if not letter_ids and filters.group is None:
+        _say(f"[red]refused:[/] name the dead letters to {action}, or at least --group")
+        raise typer.Exit(EXIT_REFUSED)
+    who = by or getpass.getuser()
+
+    async def work() -> list[Action]:
+        letters = await _selected(letter_ids, topic, filters)
+        producer = make_producer(Settings())
+        await producer.start()
+        try:
+            act = redrive if action == "redrive" else purge
+            return await act(producer, letters, by=who, clock=SystemClock(), dry_run=dry_run)
+        finally:
+            await producer.stop()
+
+    for done in _run_dlq(work()):
+        where = f" -> {done.to}" if done.to else ""
+        prefix = "dry run: would " if done.dry_run else ""
+        console.print(
+            f"{prefix}{action} {done.dead_letter} for {done.consumer_group or '?'}{where} "
+            f"(by {done.by})"
+        )
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    letter_ids: Annotated[list[str] | None, typer.Argument(help="dead letter ids")] = None,
+    topic: SourceTopics = None,
+    group: Group = None,
+    error: ErrorText = None,
+    older_than: OlderThan = None,
+    newer_than: NewerThan = None,
+    by: By = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Send dead letters back to their original topic for the one group that failed them
+    (the other groups skip them); each redrive is recorded in yellowcart.dlq.actions."""
+    _act(
+        "redrive",
+        letter_ids or [],
+        topic,
+        _filters(group, error, older_than, newer_than, False),
+        by,
+        dry_run,
+    )
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    letter_ids: Annotated[list[str] | None, typer.Argument(help="dead letter ids")] = None,
+    topic: SourceTopics = None,
+    group: Group = None,
+    error: ErrorText = None,
+    older_than: OlderThan = None,
+    newer_than: NewerThan = None,
+    by: By = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Retire dead letters (hidden from `list`; recorded in yellowcart.dlq.actions). The bytes
+    stay until the topic's retention: the local broker cannot delete records."""
+    _act(
+        "purge",
+        letter_ids or [],
+        topic,
+        _filters(group, error, older_than, newer_than, False),
+        by,
+        dry_run,
+    )
 
 
 @app.command()

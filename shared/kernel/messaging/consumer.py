@@ -74,6 +74,9 @@ DLQ_SUFFIX = ".dlq"
 MAX_BATCH_RECORDS = 500
 BATCH_WAIT_MS = 50  # how long an idle consumer waits for records before asking again
 MAX_ERROR_HEADER_CHARS = 2000
+# A record redriven from a dead-letter topic for one consumer group carries that group's name
+# here; every other group skips it (it handled the original already). See `EventConsumer`.
+REDRIVE_GROUP_HEADER = "redrive_group"
 
 
 def dlq_topic(topic: str) -> str:
@@ -120,6 +123,7 @@ class ConsumerMetrics:
     unknown_types: int = 0
     dlq_publish_failures: int = 0
     commit_failures: int = 0
+    redrives_skipped: int = 0  # redriven records meant for another group
 
 
 def dead_letter_headers(
@@ -132,8 +136,12 @@ def dead_letter_headers(
     source_offset: int,
     failed_at: datetime,
     original_headers: Headers = (),
+    consumer_group: str = "",
+    service: str = "",
 ) -> list[tuple[str, bytes]]:
-    """The headers of a dead letter: why it failed, where it came from, the original ones.
+    """The headers of a dead letter: why it failed, where it came from, who rejected it (the
+    consumer group and its service: every group that fails a record writes its own copy, so
+    one poison message can appear once per group), and the original headers.
 
     Original headers are kept unless they collide with a DLQ header name.
     """
@@ -147,6 +155,8 @@ def dead_letter_headers(
         "source_partition": str(source_partition),
         "source_offset": str(source_offset),
         "failed_at": to_rfc3339(failed_at),
+        "consumer_group": consumer_group,
+        "service": service,
     }
     kept = [(name, value) for name, value in original_headers if name not in ours]
     return [*((name, value.encode("utf-8")) for name, value in ours.items()), *kept]
@@ -171,8 +181,12 @@ class EventConsumer:
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         batch_handler: BatchHandler | None = None,
+        group_id: str = "",
+        service: str = "",
     ) -> None:
         self.topic = topic
+        self.group_id = group_id
+        self.service = service
         self.handler = handler
         self.batch_handler = batch_handler
         self.registry = registry
@@ -245,6 +259,9 @@ class EventConsumer:
         self, record: ConsumerRecord[Any, Any]
     ) -> tuple[Envelope, DomainEvent] | None:
         """The record's envelope and event, or None once it was dead-lettered or skipped."""
+        if self._redriven_for_another_group(record):
+            self.metrics.redrives_skipped += 1
+            return None
         try:
             envelope = Envelope.model_validate_json(record.value or b"")
         except ValidationError as error:
@@ -259,6 +276,14 @@ class EventConsumer:
             self.metrics.unknown_types += 1
             return None
         return envelope, event
+
+    def _redriven_for_another_group(self, record: ConsumerRecord[Any, Any]) -> bool:
+        """A record redriven from a DLQ is for the one group that failed it; the others
+        handled the original and must not see it twice."""
+        for name, value in record.headers or ():
+            if name == REDRIVE_GROUP_HEADER:
+                return (value or b"").decode("utf-8", "replace") != self.group_id
+        return False
 
     async def _resolve(self, record: ConsumerRecord[Any, Any]) -> None:
         decoded = await self._decode(record)
@@ -311,6 +336,8 @@ class EventConsumer:
             source_offset=record.offset,
             failed_at=self.clock.now(),
             original_headers=[(name, value or b"") for name, value in record.headers or ()],
+            consumer_group=self.group_id,
+            service=self.service,
         )
         log.error(
             "dead-lettering %s[%s]@%s (%s): %s",
@@ -390,6 +417,7 @@ def subscribe_events(
     auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest",
     batch_handler: BatchHandler | None = None,
     max_records: int = MAX_BATCH_RECORDS,
+    service: str | None = None,
     **subscriber_options: Any,
 ) -> EventConsumer:
     """Register `handler` for the events of `topic` (one or several) in consumer group `group_id`.
@@ -403,8 +431,9 @@ def subscribe_events(
 
     Call before `broker.start()`. `partitions` is used only if FastStream has to create the
     topic (its own default would be a single partition). `subscriber_options` go to
-    `broker.subscriber` (e.g. `session_timeout_ms`). Returns the consumer, whose `metrics` a
-    /metrics route can read.
+    `broker.subscriber` (e.g. `session_timeout_ms`). `service` names the service in
+    dead-letter headers; by default the group's prefix (groups are `<service>.<purpose>`).
+    Returns the consumer, whose `metrics` a /metrics route can read.
     """
     topics = [topic] if isinstance(topic, str) else list(topic)
     consumer = EventConsumer(
@@ -416,6 +445,8 @@ def subscribe_events(
         dlq_retry=dlq_retry,
         clock=clock,
         batch_handler=batch_handler,
+        group_id=group_id,
+        service=service if service is not None else group_id.split(".", 1)[0],
     )
     subscriber = broker.subscriber(
         *(Topic(name, num_partitions=partitions) for name in topics),
