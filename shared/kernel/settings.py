@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     )
     store_urls: dict[str, str] = Field(
         default_factory=dict,
-        description="per-service store URLs for cross-service tools (audit, replay, verify)",
+        description="every service's own store, for the cross-service tools (audit, verify, "
+        "checkpoint, replay, republish): a JSON object naming all four, each a distinct store; "
+        "the tools never fall back to YELLOWCART_STORE_URL",
     )
     data_dir: str = Field("var", description="where embedded SQLite files live")
     token_secret: str = Field(DEV_TOKEN_SECRET, description="HS256 secret for bearer tokens")
