@@ -179,25 +179,35 @@ async def verify_stores(
     stores: dict[str, EventStore],
     checkpoint: Checkpoint | None = None,
     advance: Advance = _ignore,
+    *,
+    keep_heads: bool = False,
 ) -> VerifyReport:
-    """Every commit of every store once, in bounded batches: each stream's chain, each commit's
-    owner, and (given a checkpoint) that every sealed head is still in the log."""
+    """Every commit of every store once, stream after stream in bounded batches: each stream's
+    chain, each commit's owner, and (given a checkpoint) that every sealed head is still in the
+    log. Only the stream being read is held, so memory stays flat however long the log;
+    `keep_heads` keeps every stream's head for a checkpoint (its output)."""
     report = VerifyReport(checkpoint=checkpoint)
     extension = ExtensionCheck(checkpoint) if checkpoint else None
     for service, store in stores.items():
         verifier = ChainVerifier()
         summary = StoreSummary(service)
-        async for commit in store.read_all(batch_size=READ_BATCH):
-            check_owner(service, commit.stream_id)
+        current: str | None = None
+        async for commit in store.read_by_stream(batch_size=READ_BATCH):
+            if commit.stream_id != current:
+                if current is not None and not keep_heads:
+                    verifier.heads.pop(current, None)
+                current = commit.stream_id
+                check_owner(service, current)
+                summary.streams += 1
             report.breaks.extend(break_record(service, b) for b in verifier.check(commit))
             if extension is not None:
                 extension.check(service, commit)
             summary.commits += 1
             summary.events += len(commit.events)
             advance(len(commit.events))
-        summary.streams = len(verifier.heads)
         report.stores.append(summary)
-        report.heads[service] = verifier.heads
+        if keep_heads:
+            report.heads[service] = verifier.heads
     if extension is not None:
         report.mismatches = extension.finish(set(stores))
     return report

@@ -385,7 +385,7 @@ def checkpoint(
 
     async def work(stores: dict[str, EventStore]) -> VerifyReport:
         with progress(errors, "reading heads", "events") as advance:
-            return await verify_stores(stores, None, advance)
+            return await verify_stores(stores, None, advance, keep_heads=True)
 
     report = _run(_with_stores(data_dir, work))
     if not report.chain_ok:
@@ -460,6 +460,8 @@ def replay(
         )
         for order_id in report.differing[:20]:
             console.print(f"  differs: {order_id}")
+        if len(report.differing) > 20:
+            console.print(f"  … and {len(report.differing) - 20:,} more (--json lists all)")
         for order_id, streams in list(report.would_lose.items())[:20]:
             console.print(
                 f"  [red]the rebuild lacks events the live view has:[/] {order_id} "
