@@ -7,7 +7,8 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -181,14 +182,15 @@ PublicKey = Annotated[
 ]
 
 
-def _run(work: Coroutine[Any, Any, T]) -> T:
-    """Run a tool; a refusal or a failure is a readable line on stderr and an exit code."""
+@contextmanager
+def _readable_errors() -> Iterator[None]:
+    """A refusal or a failure becomes a readable line on stderr and an exit code."""
     from operations.checkpoint import CheckpointError
     from operations.stores import StoreSelectionError
     from shared.kernel.eventstore.port import EventStoreError
 
     try:
-        return asyncio.run(work)
+        yield
     except StoreSelectionError as error:
         _say(f"[red]refused:[/] {error}")
         raise typer.Exit(EXIT_REFUSED) from None
@@ -198,6 +200,11 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     except (EventStoreError, OSError, ValueError) as error:
         _say(f"[red]failed:[/] {type(error).__name__}: {error}")
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    with _readable_errors():
+        return asyncio.run(work)
 
 
 async def _with_stores(
@@ -258,7 +265,8 @@ def audit(
     if output_format not in ("table", "json", "html"):
         _say(f"[red]refused:[/] --format must be table, json or html, not {output_format}")
         raise typer.Exit(EXIT_REFUSED)
-    checkpoint = _run(_async(_checkpoint, against, public_key))
+    with _readable_errors():
+        checkpoint = _checkpoint(against, public_key)
     report = _run(
         _with_stores(data_dir, lambda stores: audit_order(stores, order_id, as_of, checkpoint))
     )
@@ -281,10 +289,6 @@ def audit(
     raise typer.Exit(EXIT_OK if report["checkpoint_ok"] else EXIT_CHECKPOINT)
 
 
-async def _async(function: Callable[..., T], *arguments: Any) -> T:
-    return function(*arguments)
-
-
 @app.command()
 def verify(
     against: Against = None,
@@ -297,7 +301,8 @@ def verify(
     from operations.audit import verify_stores
     from operations.progress import progress
 
-    checkpoint = _run(_async(_checkpoint, against, public_key))
+    with _readable_errors():
+        checkpoint = _checkpoint(against, public_key)
 
     async def work(stores: dict[str, EventStore]) -> VerifyReport:
         with progress(errors, "verifying", "events") as advance:
