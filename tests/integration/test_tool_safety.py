@@ -200,3 +200,16 @@ def test_swap_is_refused_when_the_rebuild_would_lose_events_the_live_view_has(
     assert "lacks events the live view has" in result.output and "not swapped" in result.output
     assert asyncio.run(collection(data_dir, COLLECTION)) == before
     assert asyncio.run(collection(data_dir, BACKUP_COLLECTION)) == []
+
+
+def test_republish_dry_run_counts_and_sends_nothing(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No broker listens at the URL given: a dry run must not need one."""
+    asyncio.run(a_paid_order(data_dir))
+    monkeypatch.setenv("YELLOWCART_BROKER_URL", "127.0.0.1:1")
+    before = fingerprint(data_dir)
+    result = runner.invoke(app, ["republish", "payment", "--dry-run", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "would re-emit 2 events of payment" in result.output
+    assert fingerprint(data_dir) == before
