@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test lint typecheck format run up demo bench bench-store bench-load bench-drain bench-replay clean
+.PHONY: install test fuzz lint typecheck format run up demo bench bench-store bench-load \
+	bench-drain bench-replay clean lock deploy-check compose-smoke
 
 install: $(STAMP)
 
@@ -16,6 +17,9 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/pytest -q
+
+fuzz: install
+	$(BIN)/python -m tests.fuzz.gateway
 
 lint: install
 	$(BIN)/ruff check .
@@ -48,6 +52,27 @@ bench-load: install
 
 bench-drain: install
 	$(BIN)/python -m bench.drain
+
+# uv.lock from pyproject.toml, and the image's hash-pinned runtime requirements exported from it
+lock: install
+	$(BIN)/uv lock
+	$(BIN)/uv export --frozen --no-emit-project --no-header --format requirements-txt \
+	  -o deploy/requirements.txt --quiet
+
+# What can be proven without a Docker engine or a cluster (CI runs it): hadolint on every
+# Dockerfile (no findings allowed), shellcheck on the deployment scripts, the lock file against
+# pyproject.toml, compose validated with and without each profile and read property by
+# property, every Kubernetes manifest (base and overlays, rendered) against the API schemas.
+deploy-check: install
+	git ls-files -co --exclude-standard -- '*Dockerfile*' | xargs $(BIN)/hadolint --failure-threshold=style
+	$(BIN)/shellcheck deploy/compose/*.sh .ci/run
+	$(BIN)/uv lock --check --offline --quiet
+	$(BIN)/pytest -q -p no:cacheprovider tests/deploy tests/unit/test_lock_file.py
+
+# On a host with Docker: build, start the stack, wait for ready, play the demo through the
+# gateway, tear everything down (volumes too).
+compose-smoke:
+	deploy/compose/smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

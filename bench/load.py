@@ -50,8 +50,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import math
 import os
@@ -84,9 +82,12 @@ from bench.loadsystem import (
     sample_cpu,
     start_with_retries,
 )
+from shared.kernel.settings import DEV_GATEWAY_SECRET, Settings
+from shared.kernel.webhooks import signed_headers
 
-TOKEN_SECRET = "yellowcart-dev-token-secret-not-for-production"
-GATEWAY_SECRET = b"yellowcart-dev-gateway-secret-not-for-production"
+SETTINGS = Settings()
+TOKEN_SECRET = SETTINGS.token_secret
+GATEWAY_SECRET = DEV_GATEWAY_SECRET
 DEFAULT_RATES = (25, 50, 100, 200, 400)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 KNEE_P99_MS = 100.0
@@ -193,7 +194,14 @@ def mint_buyer_tokens(count: int) -> list[bytes]:
     now = int(time.time())
     lines = []
     for number in range(count):
-        claims = {"sub": f"buyer-{number}", "role": "buyer", "iat": now, "exp": now + 86_400}
+        claims = {
+            "sub": f"buyer-{number}",
+            "role": "buyer",
+            "iss": SETTINGS.token_issuer,
+            "aud": SETTINGS.token_audience,
+            "iat": now,
+            "exp": now + 86_400,
+        }
         token = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
         lines.append(
             f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n".encode()
@@ -336,10 +344,11 @@ class Workload:
                 "paid_at": utc_now_rfc3339(),
             }
         )
-        signature = hmac.new(GATEWAY_SECRET, body, hashlib.sha256).hexdigest()
-        headers = (
-            f"Content-Type: application/json\r\nX-Yellowcart-Signature: {signature}\r\n".encode()
-        )
+        signed = signed_headers(GATEWAY_SECRET, body, datetime.now(UTC))
+        headers = "".join(
+            f"{name}: {value}\r\n"
+            for name, value in {"Content-Type": "application/json", **signed}.items()
+        ).encode()
         backoff = 0.25
         while True:
             reply = await self._request(b"POST", b"/payments/callbacks", headers, body)

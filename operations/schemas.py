@@ -114,7 +114,20 @@ def settings_markdown() -> str:
     return "\n".join(lines)
 
 
-GENERATED_SECTIONS = {"events": event_catalogue_markdown, "settings": settings_markdown}
+def limits_markdown() -> str:
+    """The README's table of the bounds every order, payment and text is held to."""
+    from shared.contracts.limits import LIMITS
+
+    lines = ["| field | at most | unit |", "| --- | --- | --- |"]
+    lines += [f"| `{name}` | {limit:,} | {unit} |" for name, (limit, unit) in LIMITS.items()]
+    return "\n".join(lines)
+
+
+GENERATED_SECTIONS = {
+    "events": event_catalogue_markdown,
+    "settings": settings_markdown,
+    "limits": limits_markdown,
+}
 
 
 def refresh_readme(text: str) -> str:

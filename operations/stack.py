@@ -29,7 +29,7 @@ from operations.gateway import create_gateway
 from operations.localbroker import LocalBroker, create_topics, free_port
 from operations.supervisor import Child, Supervisor, answers_health
 from shared.contracts.events import TOPICS
-from shared.kernel.auth import Role, mint_token
+from shared.kernel.auth import Role
 from shared.kernel.clock import SystemClock
 from shared.kernel.settings import Settings
 
@@ -114,7 +114,7 @@ def _banner(console: Console, base_url: str, settings: Settings, broker: str) ->
     console.print(f"  data:       {Path(settings.data_dir).resolve()}")
     console.print("  example tokens (Authorization: Bearer <token>):")
     for role, sub in EXAMPLE_USERS:
-        token = mint_token(settings.token_secret, sub, role, now, timedelta(days=30))
+        token = settings.issue_token(sub, role, now, timedelta(days=30))
         console.print(f"    {role.value:<9}{sub:<12}{token}", soft_wrap=True)
     console.print("  Ctrl-C stops everything; data stays in the data directory.\n")
 

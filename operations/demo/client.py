@@ -17,9 +17,9 @@ from uuid import uuid4
 
 import httpx
 
-from shared.kernel.auth import Role, mint_token
-from shared.kernel.http import sign_body
+from shared.kernel.auth import Role
 from shared.kernel.settings import Settings
+from shared.kernel.webhooks import signed_headers
 
 ADDRESS = {
     "recipient": "Siti Rahma",
@@ -45,7 +45,7 @@ class Api:
         self.buyer = f"buyer-{run_id}"
         self.seller = f"shop-{run_id}"
         self.tokens = {
-            role: mint_token(settings.token_secret, sub, role, now, timedelta(hours=2))
+            role: settings.issue_token(sub, role, now, timedelta(hours=2))
             for role, sub in (
                 (Role.BUYER, self.buyer),
                 (Role.SELLER, self.seller),
@@ -104,7 +104,7 @@ class Api:
             }
         ).encode()
         headers = {
-            "X-Yellowcart-Signature": sign_body(self.settings.gateway_secret, body),
+            **signed_headers(self.settings.gateway_secret, body, datetime.now(UTC)),
             "Content-Type": "application/json",
         }
         deadline = time.monotonic() + 30

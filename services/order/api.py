@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from services.order import handlers, queries
 from services.order.handlers import CancelOrder, OrderContext, PlaceOrder, ShipOrder
@@ -18,8 +19,15 @@ from shared.contracts.events import (
     PaymentMethod,
     ShippingAddress,
 )
+from shared.contracts.limits import (
+    MAX_LINE_ITEMS,
+    MAX_NOTE_LENGTH,
+    MAX_ORDER_TOTAL,
+    MAX_REFERENCE_LENGTH,
+)
 from shared.kernel.auth import Role
-from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, RequestBody, require_role
+from shared.kernel.fields import TOKEN_CHARACTERS, identifier, text
+from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, PathId, RequestBody, require_role
 from shared.kernel.runtime import context_of
 
 Context = Annotated[OrderContext, Depends(context_of(OrderContext))]
@@ -27,10 +35,22 @@ router = APIRouter(tags=["orders"], responses=PROBLEM_RESPONSES)
 
 
 class NewOrder(RequestBody):
-    seller_id: str = Field(min_length=1, max_length=64, examples=["shop-1"])
-    items: list[LineItem] = Field(min_length=1, max_length=50)
+    seller_id: str = identifier(examples=["shop-1"])
+    items: list[LineItem] = Field(min_length=1, max_length=MAX_LINE_ITEMS)
     shipping_address: ShippingAddress
     payment_method: PaymentMethod
+
+    @field_validator("items")
+    @classmethod
+    def _total_within_limit(cls, items: list[LineItem]) -> list[LineItem]:
+        total = sum(item.quantity * item.unit_price for item in items)
+        if total > MAX_ORDER_TOTAL:
+            raise PydanticCustomError(
+                "order_total_limit",
+                "the order total {total} exceeds the {limit} rupiah limit of one order",
+                {"total": total, "limit": MAX_ORDER_TOTAL},
+            )
+        return items
 
 
 class OrderAccepted(BaseModel):
@@ -45,11 +65,13 @@ class OrderAccepted(BaseModel):
 
 class CancelRequest(RequestBody):
     reason: BuyerCancelReason
-    note: str | None = Field(None, max_length=500, description="required when reason is other")
+    note: str | None = text(
+        MAX_NOTE_LENGTH, default=None, description="required when reason is other"
+    )
 
 
 class ShipRequest(RequestBody):
-    tracking_number: str | None = Field(None, max_length=64)
+    tracking_number: str | None = text(64, default=None)
 
 
 class OrderStatusReply(BaseModel):
@@ -65,7 +87,12 @@ async def place_order(
     response: Response,
     idempotency_key: Annotated[
         str | None,
-        Header(max_length=128, description="retries with the same key return the same order"),
+        Header(
+            min_length=1,
+            max_length=MAX_REFERENCE_LENGTH,
+            pattern=TOKEN_CHARACTERS,
+            description="retries with the same key return the same order (visible ASCII)",
+        ),
     ] = None,
 ) -> OrderAccepted:
     require_role(caller, Role.BUYER)
@@ -104,18 +131,18 @@ async def list_orders(
 
 
 @router.get("/orders/{order_id}", summary="the order view (owner, operator)")
-async def get_order(order_id: str, caller: CallerDep, ctx: Context) -> OrderView:
+async def get_order(order_id: PathId, caller: CallerDep, ctx: Context) -> OrderView:
     return await queries.order_view(ctx, caller, order_id)
 
 
 @router.get("/orders/{order_id}/timeline", summary="every event of the order, across services")
-async def get_timeline(order_id: str, caller: CallerDep, ctx: Context) -> list[TimelineEntry]:
+async def get_timeline(order_id: PathId, caller: CallerDep, ctx: Context) -> list[TimelineEntry]:
     return await queries.timeline(ctx, caller, order_id)
 
 
 @router.post("/orders/{order_id}/cancel", summary="cancel an unpaid order (buyer)")
 async def cancel_order(
-    order_id: str, body: CancelRequest, caller: CallerDep, ctx: Context
+    order_id: PathId, body: CancelRequest, caller: CallerDep, ctx: Context
 ) -> OrderStatusReply:
     require_role(caller, Role.BUYER)
     command = CancelOrder(caller, order_id, body.reason, body.note, at=ctx.clock.now())
@@ -125,7 +152,7 @@ async def cancel_order(
 
 @router.post("/orders/{order_id}/ship", summary="mark an order shipped (seller)")
 async def ship_order(
-    order_id: str, caller: CallerDep, ctx: Context, body: ShipRequest | None = None
+    order_id: PathId, caller: CallerDep, ctx: Context, body: ShipRequest | None = None
 ) -> OrderStatusReply:
     require_role(caller, Role.SELLER)
     tracking = body.tracking_number if body else None

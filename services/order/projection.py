@@ -258,10 +258,15 @@ def _payment_received(view: View, data: dict[str, Any], at: str) -> None:
     view["payment"].update(status="paid", paid_at=data["paid_at"])
 
 
-def _late_payment(view: View, data: dict[str, Any], at: str) -> None:
-    view["payment"].setdefault("late_payments", []).append(
-        {"gateway_reference": data["gateway_reference"], "amount": data["amount"], "at": at}
-    )
+def _payment_kept_apart(kind: str) -> Callable[[View, dict[str, Any], str], None]:
+    """Money the order did not take (late, or the wrong amount): listed, refunded apart."""
+
+    def step(view: View, data: dict[str, Any], at: str) -> None:
+        view["payment"].setdefault(kind, []).append(
+            {"gateway_reference": data["gateway_reference"], "amount": data["amount"], "at": at}
+        )
+
+    return step
 
 
 def _payment_status(status: str) -> Callable[[View, dict[str, Any], str], None]:
@@ -366,7 +371,8 @@ _STEPS: dict[str, Callable[[View, dict[str, Any], str], None]] = {
     "SellerCancellationNotApplied": _not_applied,
     "PaymentRequested": _payment_requested,
     "PaymentReceived": _payment_received,
-    "LatePaymentReceived": _late_payment,
+    "LatePaymentReceived": _payment_kept_apart("late_payments"),
+    "PaymentAmountMismatched": _payment_kept_apart("mismatched_payments"),
     "PaymentDeadlineExpired": _payment_status("expired"),
     "PaymentIntentClosed": _payment_status("closed"),
     "RefundIssued": _refunded,

@@ -68,6 +68,9 @@ class PaymentSummary(BaseModel):
     virtual_account: str | None = None
     refunds: list[Refund]
     late_payments: list[LatePayment] = []
+    mismatched_payments: list[LatePayment] = Field(
+        [], description="payments of another amount than was due; each refunded in full"
+    )
 
 
 class Cancellation(BaseModel):

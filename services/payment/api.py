@@ -2,94 +2,119 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from services.payment import handlers
 from services.payment.domain import IntentStatus, Outcome
 from services.payment.handlers import PaymentContext, ReceivePayment
 from shared.contracts.events import (
     LatePaymentReceived,
+    PaymentAmountMismatched,
     PaymentMethod,
     PaymentReceived,
     RefundIssued,
 )
+from shared.contracts.limits import MAX_PAYMENT_AMOUNT, MAX_REFERENCE_LENGTH
+from shared.kernel.fields import Instant, identifier, text, whole
 from shared.kernel.http import (
     PROBLEM_RESPONSES,
     CallerDep,
     HTTPProblem,
+    PathId,
     RequestBody,
-    signature_matches,
+    parse_body,
 )
 from shared.kernel.runtime import context_of
+from shared.kernel.webhooks import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    CallbackRefused,
+    verify_callback,
+)
 
 Context = Annotated[PaymentContext, Depends(context_of(PaymentContext))]
 router = APIRouter(tags=["payments"], responses=PROBLEM_RESPONSES)
-SIGNATURE_HEADER = "X-Yellowcart-Signature"
 
 
 class GatewayCallback(RequestBody):
-    """What the payment gateway posts when money arrives (signed: HMAC-SHA256 of the body)."""
+    """What the payment provider posts when money arrives (signed: see `shared.kernel.webhooks`).
 
-    order_id: str = Field(min_length=1, max_length=64)
-    gateway_reference: str = Field(min_length=1, max_length=128)
-    amount: int = Field(gt=0)
+    Every reported payment is recorded: the one payment of an open intent is accepted; money
+    for a settled intent, or of another amount than is due, is recorded and refunded in full."""
+
+    order_id: str = identifier()
+    gateway_reference: str = text(MAX_REFERENCE_LENGTH)
+    amount: int = whole(gt=0, le=MAX_PAYMENT_AMOUNT, description="rupiah received")
     currency: Literal["IDR"] = "IDR"
-    paid_at: AwareDatetime
+    paid_at: Instant
 
 
 class CallbackReply(BaseModel):
     order_id: str
     gateway_reference: str
-    outcome: Literal["accepted", "refunded", "duplicate"]
+    outcome: Literal["accepted", "refunded", "duplicate"] = Field(
+        description="accepted: the order is paid; refunded: recorded and refunded in full "
+        "(late, or not the amount due); duplicate: this gateway reference was reported before"
+    )
+
+
+_SIGNED_HEADERS = [
+    {
+        "name": TIMESTAMP_HEADER,
+        "in": "header",
+        "required": True,
+        "description": "Unix seconds when the provider signed; refused beyond the tolerance",
+        "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+    },
+    {
+        "name": SIGNATURE_HEADER,
+        "in": "header",
+        "required": True,
+        "description": "hex HMAC-SHA256 of `<timestamp>.<raw body>` with the provider secret",
+        "schema": {"type": "string", "pattern": "^[0-9A-Fa-f]{64}$"},
+    },
+]
 
 
 @router.post(
     "/payments/callbacks",
-    summary="the gateway reports a payment (signed)",
+    summary="the payment provider reports a payment (signed)",
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": GatewayCallback.model_json_schema()}},
         },
-        "parameters": [
-            {
-                "name": SIGNATURE_HEADER,
-                "in": "header",
-                "required": True,
-                "description": "hex HMAC-SHA256 of the raw body with the gateway secret",
-                "schema": {"type": "string"},
-            }
-        ],
+        "parameters": _SIGNED_HEADERS,
     },
 )
 async def payment_callback(
     request: Request,
     ctx: Context,
+    timestamp: Annotated[
+        str | None, Header(alias=TIMESTAMP_HEADER, include_in_schema=False)
+    ] = None,
     signature: Annotated[
         str | None, Header(alias=SIGNATURE_HEADER, include_in_schema=False)
     ] = None,
 ) -> CallbackReply:
     body = await request.body()
-    if not signature_matches(request.app.state.settings.gateway_secret, body, signature):
-        raise HTTPProblem(
-            401, "Unauthorized", f"missing or wrong {SIGNATURE_HEADER}: callback not recorded"
-        )
+    settings = request.app.state.settings
     try:
-        callback = GatewayCallback.model_validate_json(body)
-    except ValidationError as error:
-        errors = [
-            {"location": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in error.errors()
-        ]
-        raise HTTPProblem(
-            422,
-            "Invalid request",
-            "; ".join(f"{e['location']}: {e['message']}" for e in errors),
-            errors=errors,
-        ) from None
+        verify_callback(
+            settings.gateway_secret,
+            body,
+            timestamp=timestamp,
+            signature=signature,
+            now=ctx.clock.now(),
+            tolerance=timedelta(seconds=settings.callback_tolerance_s),
+        )
+    except CallbackRefused as refused:
+        raise HTTPProblem(401, "Unauthorized", f"{refused}; callback not recorded") from None
+    callback = parse_body(GatewayCallback, body)
     command = ReceivePayment(
         order_id=callback.order_id,
         gateway_reference=callback.gateway_reference,
@@ -121,12 +146,13 @@ class PaymentView(BaseModel):
     virtual_account: str | None
     payment: PaymentReceived | None
     late_payments: list[LatePaymentReceived]
+    mismatched_payments: list[PaymentAmountMismatched]
     refunds: list[RefundIssued]
     policy_version: str
 
 
 @router.get("/payments/{order_id}", summary="payment state, deadline, refunds (owner, operator)")
-async def get_payment(order_id: str, caller: CallerDep, ctx: Context) -> PaymentView:
+async def get_payment(order_id: PathId, caller: CallerDep, ctx: Context) -> PaymentView:
     intent = await handlers.load_visible(ctx, caller, order_id)
     requested = intent.requested
     return PaymentView(
@@ -139,6 +165,7 @@ async def get_payment(order_id: str, caller: CallerDep, ctx: Context) -> Payment
         virtual_account=requested.virtual_account,
         payment=intent.payment,
         late_payments=list(intent.late_payments),
+        mismatched_payments=list(intent.mismatched_payments),
         refunds=list(intent.refunds),
         policy_version=requested.policy_version,
     )

@@ -6,6 +6,9 @@ gateway reports is either the one payment of an open intent, or refunded exactly
 - closed, expired or refunded intent, or a paid intent paid again under another gateway
   reference (the buyer paid twice): LatePaymentReceived(intent_status), then
   RefundIssued(late_payment);
+- a payment of another amount than is due, whatever the intent's state: PaymentAmountMismatched,
+  then RefundIssued(amount_mismatch) for exactly the amount received; the intent stays as it
+  was, so the buyer can still pay the right amount;
 - the same gateway reference again: nothing (the gateway retries its callbacks).
 So no reference is refunded twice: a known reference is a retry, and the kept payment is
 refunded only while the intent is `paid`, which that refund ends.
@@ -25,6 +28,7 @@ from typing import Literal
 
 from shared.contracts.events import (
     LatePaymentReceived,
+    PaymentAmountMismatched,
     PaymentDeadlineExpired,
     PaymentIntentClosed,
     PaymentMethod,
@@ -77,6 +81,7 @@ class PaymentIntent(Aggregate):
         self.status = IntentStatus.AWAITING_PAYMENT
         self.payment: PaymentReceived | None = None
         self.late_payments: tuple[LatePaymentReceived, ...] = ()
+        self.mismatched_payments: tuple[PaymentAmountMismatched, ...] = ()
         self.refunds: tuple[RefundIssued, ...] = ()
 
     # --- commands ---------------------------------------------------------------------------
@@ -134,7 +139,17 @@ class PaymentIntent(Aggregate):
                 )
             return Outcome.DUPLICATE
         if amount != due:
-            raise Invalid(f"amount {amount} does not match the {due} due", amount=amount, due=due)
+            self.record(
+                PaymentAmountMismatched(
+                    order_id=self.id,
+                    gateway_reference=gateway_reference,
+                    amount=amount,
+                    amount_due=due,
+                    paid_at=paid_at,
+                )
+            )
+            self._refund(gateway_reference, amount, "amount_mismatch")
+            return Outcome.RECORDED
         if self.status is IntentStatus.AWAITING_PAYMENT:
             self.record(
                 PaymentReceived(
@@ -185,7 +200,7 @@ class PaymentIntent(Aggregate):
         self,
         gateway_reference: str,
         amount: int,
-        reason: Literal["order_cancelled", "late_payment"],
+        reason: Literal["order_cancelled", "late_payment", "amount_mismatch"],
     ) -> None:
         self.record(
             RefundIssued(
@@ -208,6 +223,8 @@ class PaymentIntent(Aggregate):
                 self.status = IntentStatus.PAID
             case LatePaymentReceived():
                 self.late_payments = (*self.late_payments, event)
+            case PaymentAmountMismatched():
+                self.mismatched_payments = (*self.mismatched_payments, event)
             case PaymentDeadlineExpired():
                 self.status = IntentStatus.EXPIRED
             case PaymentIntentClosed():

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from services.penalty import handlers
 from services.penalty.handlers import PenaltyContext
 from shared.kernel.auth import Role
-from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, require_role
+from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, PathId, require_role
 from shared.kernel.runtime import context_of
 
 Context = Annotated[PenaltyContext, Depends(context_of(PenaltyContext))]
@@ -44,7 +44,7 @@ class Performance(BaseModel):
     "/sellers/{seller_id}/performance",
     summary="points, standing, seller-fault cancellation rate, penalties (that seller, operator)",
 )
-async def get_performance(seller_id: str, caller: CallerDep, ctx: Context) -> Performance:
+async def get_performance(seller_id: PathId, caller: CallerDep, ctx: Context) -> Performance:
     require_role(caller, Role.SELLER, Role.OPERATOR)
     result = await handlers.performance(ctx, caller, seller_id)
     return Performance(

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from services.seller_dispute import handlers, review_queue
 from services.seller_dispute.domain import BuyerRequest, CancellationCase, SellerFiling
@@ -18,8 +18,10 @@ from services.seller_dispute.handlers import (
     RequestCancellation,
 )
 from shared.contracts.events import BuyerCancelReason, SellerCancelReason
+from shared.contracts.limits import MAX_NOTE_LENGTH
 from shared.kernel.auth import Role
-from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, RequestBody, require_role
+from shared.kernel.fields import identifier, text
+from shared.kernel.http import PROBLEM_RESPONSES, CallerDep, PathId, RequestBody, require_role
 from shared.kernel.runtime import context_of
 
 Context = Annotated[DisputeContext, Depends(context_of(DisputeContext))]
@@ -28,21 +30,25 @@ router = APIRouter(tags=["seller cancellations"], responses=PROBLEM_RESPONSES)
 
 class BuyerRequestBody(RequestBody):
     reason: BuyerCancelReason
-    note: str | None = Field(None, max_length=500, description="required when reason is other")
+    note: str | None = text(
+        MAX_NOTE_LENGTH, default=None, description="required when reason is other"
+    )
 
 
 class Decline(RequestBody):
-    note: str | None = Field(None, max_length=500)
+    note: str | None = text(MAX_NOTE_LENGTH, default=None)
 
 
 class FilingBody(RequestBody):
     reason: SellerCancelReason
-    note: str | None = Field(None, max_length=500)
-    request_id: str | None = Field(None, description="the buyer request this answers, if any")
+    note: str | None = text(MAX_NOTE_LENGTH, default=None)
+    request_id: str | None = identifier(
+        default=None, description="the buyer request this answers, if any"
+    )
 
 
 class Decision(RequestBody):
-    note: str | None = Field(None, max_length=500)
+    note: str | None = text(MAX_NOTE_LENGTH, default=None)
 
 
 class CaseReply(BaseModel):
@@ -86,7 +92,7 @@ def _case_reply(case: CancellationCase) -> dict[str, Any]:
     summary="ask the seller to cancel a paid order (buyer)",
 )
 async def request_cancellation(
-    order_id: str, body: BuyerRequestBody, caller: CallerDep, ctx: Context
+    order_id: PathId, body: BuyerRequestBody, caller: CallerDep, ctx: Context
 ) -> RequestReply:
     require_role(caller, Role.BUYER)
     command = RequestCancellation(caller, order_id, body.reason, body.note, at=ctx.clock.now())
@@ -101,7 +107,7 @@ async def request_cancellation(
     "/cancellation-requests/{request_id}/decline", summary="decline a buyer's request (seller)"
 )
 async def decline_request(
-    request_id: str, caller: CallerDep, ctx: Context, body: Decline | None = None
+    request_id: PathId, caller: CallerDep, ctx: Context, body: Decline | None = None
 ) -> CaseReply:
     require_role(caller, Role.SELLER)
     note = body.note if body else None
@@ -116,7 +122,7 @@ async def decline_request(
     summary="file a cancellation with the platform (seller)",
 )
 async def file_cancellation(
-    order_id: str, body: FilingBody, caller: CallerDep, ctx: Context
+    order_id: PathId, body: FilingBody, caller: CallerDep, ctx: Context
 ) -> FilingReply:
     require_role(caller, Role.SELLER)
     command = FileCancellation(
@@ -155,14 +161,14 @@ async def review_queue_route(
 
 @router.post("/seller-cancellations/{filing_id}/approve", summary="approve a filing (operator)")
 async def approve(
-    filing_id: str, caller: CallerDep, ctx: Context, body: Decision | None = None
+    filing_id: PathId, caller: CallerDep, ctx: Context, body: Decision | None = None
 ) -> CaseReply:
     return await _decide(ctx, DecideFiling(caller, filing_id, True, _note(body), ctx.clock.now()))
 
 
 @router.post("/seller-cancellations/{filing_id}/reject", summary="reject a filing (operator)")
 async def reject(
-    filing_id: str, caller: CallerDep, ctx: Context, body: Decision | None = None
+    filing_id: PathId, caller: CallerDep, ctx: Context, body: Decision | None = None
 ) -> CaseReply:
     return await _decide(ctx, DecideFiling(caller, filing_id, False, _note(body), ctx.clock.now()))
 
@@ -177,7 +183,7 @@ async def _decide(ctx: DisputeContext, command: DecideFiling) -> CaseReply:
 
 
 @router.get("/cases/{order_id}", summary="the cancellation case of an order (owner, operator)")
-async def get_case(order_id: str, caller: CallerDep, ctx: Context) -> CaseView:
+async def get_case(order_id: PathId, caller: CallerDep, ctx: Context) -> CaseView:
     case = await handlers.visible_case(ctx, caller, order_id)
     return CaseView(
         buyer_id=case.facts.buyer_id,

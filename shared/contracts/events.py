@@ -11,10 +11,19 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.limits import (
+    MAX_NOTE_LENGTH,
+    MAX_ORDER_TOTAL,
+    MAX_PAYMENT_AMOUNT,
+    MAX_QUANTITY,
+    MAX_REFERENCE_LENGTH,
+    MAX_UNIT_PRICE,
+)
 from shared.kernel.events.envelope import DomainEvent
 from shared.kernel.events.registry import EventRegistry
+from shared.kernel.fields import Instant, flag, identifier, text, whole
 
 ORDER_TOPIC = "order.events"
 PAYMENT_TOPIC = "payment.events"
@@ -30,6 +39,8 @@ PRODUCERS = {
 """Which service publishes each topic (the only writer of that topic)."""
 
 Currency = Literal["IDR"]
+MAX_PENALTY_POINTS = 1_000
+"""Points one penalty can carry."""
 
 
 class PaymentMethod(StrEnum):
@@ -89,19 +100,21 @@ class _Value(BaseModel):
 
 
 class LineItem(_Value):
-    sku: str = Field(min_length=1, max_length=64, examples=["TSHIRT-01"])
-    variant: str = Field(min_length=1, max_length=64, examples=["red/XL"])
-    quantity: int = Field(gt=0, le=999)
-    unit_price: int = Field(gt=0, description="rupiah per unit", examples=[89000])
+    sku: str = text(64, examples=["TSHIRT-01"])
+    variant: str = text(64, examples=["red/XL"])
+    quantity: int = whole(gt=0, le=MAX_QUANTITY)
+    unit_price: int = whole(
+        gt=0, le=MAX_UNIT_PRICE, description="rupiah per unit", examples=[89000]
+    )
 
 
 class ShippingAddress(_Value):
-    recipient: str = Field(min_length=1, max_length=120)
-    phone: str = Field(pattern=r"^\+?[0-9]{8,15}$")
-    street: str = Field(min_length=1, max_length=240)
-    city: str = Field(min_length=1, max_length=80)
-    province: str = Field(min_length=1, max_length=80)
-    postal_code: str = Field(pattern=r"^[0-9]{5}$")
+    recipient: str = text(120)
+    phone: str = Field(pattern=r"^\+?[0-9]{8,15}$", strict=True)
+    street: str = text(240)
+    city: str = text(80)
+    province: str = text(80)
+    postal_code: str = Field(pattern=r"^[0-9]{5}$", strict=True)
 
 
 # --- order.events ----------------------------------------------------------------------------
@@ -109,44 +122,45 @@ class ShippingAddress(_Value):
 
 class OrderEvent(DomainEvent):
     topic: ClassVar[str] = ORDER_TOPIC
-    order_id: str
+    order_id: str = identifier()
 
 
 class OrderPlaced(OrderEvent):
     event_type: ClassVar[str] = "OrderPlaced"
-    buyer_id: str
-    seller_id: str
+    buyer_id: str = identifier()
+    seller_id: str = identifier()
     items: tuple[LineItem, ...] = Field(min_length=1)
     shipping_address: ShippingAddress
     payment_method: PaymentMethod
-    total_amount: int = Field(gt=0)
+    total_amount: int = whole(gt=0, le=MAX_ORDER_TOTAL)
     currency: Currency = "IDR"
 
 
 class OrderPaymentConfirmed(OrderEvent):
     event_type: ClassVar[str] = "OrderPaymentConfirmed"
-    amount: int
+    amount: int = whole(gt=0, le=MAX_PAYMENT_AMOUNT)
     currency: Currency = "IDR"
-    gateway_reference: str
-    paid_at: AwareDatetime
+    gateway_reference: str = text(MAX_REFERENCE_LENGTH)
+    paid_at: Instant
 
 
 class OrderShipped(OrderEvent):
     event_type: ClassVar[str] = "OrderShipped"
-    seller_id: str
-    tracking_number: str | None = None
+    seller_id: str = identifier()
+    tracking_number: str | None = text(64, default=None)
 
 
 class OrderCancelled(OrderEvent):
     event_type: ClassVar[str] = "OrderCancelled"
-    buyer_id: str
-    seller_id: str
+    buyer_id: str = identifier()
+    seller_id: str = identifier()
     cancelled_by: CancelledBy
     reason: BuyerCancelReason | SellerCancelReason | SystemCancelReason
-    note: str | None = None
-    was_paid: bool
-    seller_fault: bool = Field(
-        False, description="true when the seller caused it (counts against its performance)"
+    note: str | None = text(MAX_NOTE_LENGTH, default=None)
+    was_paid: bool = flag()
+    seller_fault: bool = flag(
+        default=False,
+        description="true when the seller caused it (counts against its performance)",
     )
 
 
@@ -154,7 +168,7 @@ class SellerCancellationNotApplied(OrderEvent):
     """An approved seller cancellation that arrived too late: the order had already moved on."""
 
     event_type: ClassVar[str] = "SellerCancellationNotApplied"
-    filing_id: str
+    filing_id: str = identifier()
     order_status: Literal["shipped", "cancelled"]
 
 
@@ -163,30 +177,32 @@ class SellerCancellationNotApplied(OrderEvent):
 
 class PaymentEvent(DomainEvent):
     topic: ClassVar[str] = PAYMENT_TOPIC
-    order_id: str
+    order_id: str = identifier()
 
 
 class PaymentRequested(PaymentEvent):
     event_type: ClassVar[str] = "PaymentRequested"
-    buyer_id: str
-    seller_id: str
-    amount: int
+    buyer_id: str = identifier()
+    seller_id: str = identifier()
+    amount: int = whole(gt=0, le=MAX_PAYMENT_AMOUNT)
     currency: Currency = "IDR"
     method: PaymentMethod
-    deadline_at: AwareDatetime
-    payment_code: str | None = Field(None, description="retail outlet payment code")
-    virtual_account: str | None = Field(None, description="bank transfer virtual account")
-    policy_version: str
+    deadline_at: Instant
+    payment_code: str | None = text(32, default=None, description="retail outlet payment code")
+    virtual_account: str | None = text(
+        32, default=None, description="bank transfer virtual account"
+    )
+    policy_version: str = text(200)
 
 
 class PaymentReceived(PaymentEvent):
     """Money arrived for an open intent: the order is paid."""
 
     event_type: ClassVar[str] = "PaymentReceived"
-    gateway_reference: str
-    amount: int
+    gateway_reference: str = text(MAX_REFERENCE_LENGTH)
+    amount: int = whole(gt=0, le=MAX_PAYMENT_AMOUNT)
     currency: Currency = "IDR"
-    paid_at: AwareDatetime
+    paid_at: Instant
 
 
 class LatePaymentReceived(PaymentEvent):
@@ -194,16 +210,28 @@ class LatePaymentReceived(PaymentEvent):
     gateway reference): recorded, then refunded."""
 
     event_type: ClassVar[str] = "LatePaymentReceived"
-    gateway_reference: str
-    amount: int
+    gateway_reference: str = text(MAX_REFERENCE_LENGTH)
+    amount: int = whole(gt=0, le=MAX_PAYMENT_AMOUNT)
     currency: Currency = "IDR"
-    paid_at: AwareDatetime
+    paid_at: Instant
     intent_status: Literal["paid", "closed", "expired", "refunded"]
+
+
+class PaymentAmountMismatched(PaymentEvent):
+    """Money reported for the order that is not the amount due: recorded, then refunded in
+    full (RefundIssued with reason `amount_mismatch`). The order stays as it was."""
+
+    event_type: ClassVar[str] = "PaymentAmountMismatched"
+    gateway_reference: str = text(MAX_REFERENCE_LENGTH)
+    amount: int = whole(gt=0, le=MAX_PAYMENT_AMOUNT)
+    amount_due: int = whole(gt=0, le=MAX_ORDER_TOTAL)
+    currency: Currency = "IDR"
+    paid_at: Instant
 
 
 class PaymentDeadlineExpired(PaymentEvent):
     event_type: ClassVar[str] = "PaymentDeadlineExpired"
-    deadline_at: AwareDatetime
+    deadline_at: Instant
 
 
 class PaymentIntentClosed(PaymentEvent):
@@ -215,11 +243,11 @@ class PaymentIntentClosed(PaymentEvent):
 
 class RefundIssued(PaymentEvent):
     event_type: ClassVar[str] = "RefundIssued"
-    refund_id: str
-    gateway_reference: str
-    amount: int
+    refund_id: str = identifier()
+    gateway_reference: str = text(MAX_REFERENCE_LENGTH)
+    amount: int = whole(gt=0, le=MAX_PAYMENT_AMOUNT)
     currency: Currency = "IDR"
-    reason: Literal["order_cancelled", "late_payment"]
+    reason: Literal["order_cancelled", "late_payment", "amount_mismatch"]
 
 
 # --- dispute.events --------------------------------------------------------------------------
@@ -227,45 +255,47 @@ class RefundIssued(PaymentEvent):
 
 class DisputeEvent(DomainEvent):
     topic: ClassVar[str] = DISPUTE_TOPIC
-    order_id: str
+    order_id: str = identifier()
 
 
 class BuyerCancellationRequested(DisputeEvent):
     event_type: ClassVar[str] = "BuyerCancellationRequested"
-    request_id: str
-    buyer_id: str
-    seller_id: str
+    request_id: str = identifier()
+    buyer_id: str = identifier()
+    seller_id: str = identifier()
     reason: BuyerCancelReason
-    note: str | None = None
-    respond_by: AwareDatetime
+    note: str | None = text(MAX_NOTE_LENGTH, default=None)
+    respond_by: Instant
     on_no_response: Literal["lapse", "auto_approve"]
-    policy_version: str
+    policy_version: str = text(200)
 
 
 class BuyerCancellationDeclined(DisputeEvent):
     event_type: ClassVar[str] = "BuyerCancellationDeclined"
-    request_id: str
-    seller_id: str
-    note: str | None = None
+    request_id: str = identifier()
+    seller_id: str = identifier()
+    note: str | None = text(MAX_NOTE_LENGTH, default=None)
 
 
 class BuyerCancellationLapsed(DisputeEvent):
     """The seller did not answer in time and the policy lets the request lapse."""
 
     event_type: ClassVar[str] = "BuyerCancellationLapsed"
-    request_id: str
-    policy_version: str
+    request_id: str = identifier()
+    policy_version: str = text(200)
 
 
 class SellerCancelRequested(DisputeEvent):
     event_type: ClassVar[str] = "SellerCancelRequested"
-    filing_id: str
-    seller_id: str
+    filing_id: str = identifier()
+    seller_id: str = identifier()
     reason: SellerCancelReason
-    note: str | None = None
-    request_id: str | None = Field(None, description="the buyer request it answers, if any")
+    note: str | None = text(MAX_NOTE_LENGTH, default=None)
+    request_id: str | None = identifier(
+        default=None, description="the buyer request it answers, if any"
+    )
     review_mode: Literal["manual", "auto"]
-    policy_version: str
+    policy_version: str = text(200)
 
 
 class SellerCancelApproved(DisputeEvent):
@@ -273,25 +303,25 @@ class SellerCancelApproved(DisputeEvent):
     policy approves (seller silent past the response window, or asked right after payment)."""
 
     event_type: ClassVar[str] = "SellerCancelApproved"
-    filing_id: str
-    seller_id: str
-    buyer_id: str
+    filing_id: str = identifier()
+    seller_id: str = identifier()
+    buyer_id: str = identifier()
     reason: SellerCancelReason | BuyerCancelReason
-    seller_fault: bool
-    decided_by: str = Field(
-        description="`operator:<sub>`, `auto`, `no_response` or `early_request`"
+    seller_fault: bool = flag()
+    decided_by: str = text(
+        200, description="`operator:<sub>`, `auto`, `no_response` or `early_request`"
     )
-    policy_version: str
+    policy_version: str = text(200)
 
 
 class SellerCancelRejected(DisputeEvent):
     event_type: ClassVar[str] = "SellerCancelRejected"
-    filing_id: str
-    seller_id: str
+    filing_id: str = identifier()
+    seller_id: str = identifier()
     reason: SellerCancelReason
-    decided_by: str
-    note: str | None = None
-    policy_version: str
+    decided_by: str = text(200)
+    note: str | None = text(MAX_NOTE_LENGTH, default=None)
+    policy_version: str = text(200)
 
 
 class CancellationCaseClosed(DisputeEvent):
@@ -306,7 +336,7 @@ class CancellationCaseClosed(DisputeEvent):
 
 class PenaltyEvent(DomainEvent):
     topic: ClassVar[str] = PENALTY_TOPIC
-    seller_id: str
+    seller_id: str = identifier()
 
     def partition_key(self) -> str:
         return self.seller_id
@@ -316,43 +346,43 @@ class SellerOrderCounted(PenaltyEvent):
     """An order placed with the seller, counted in its cancellation-rate window."""
 
     event_type: ClassVar[str] = "SellerOrderCounted"
-    order_id: str
-    placed_at: AwareDatetime
+    order_id: str = identifier()
+    placed_at: Instant
 
 
 class SellerCancellationCounted(PenaltyEvent):
     """A seller-fault cancellation, counted in the rate window from `cancelled_at`."""
 
     event_type: ClassVar[str] = "SellerCancellationCounted"
-    order_id: str
+    order_id: str = identifier()
     reason: SellerCancelReason | BuyerCancelReason
-    cancelled_at: AwareDatetime
+    cancelled_at: Instant
 
 
 class PenaltyApplied(PenaltyEvent):
     event_type: ClassVar[str] = "PenaltyApplied"
-    penalty_id: str
-    order_id: str
+    penalty_id: str = identifier()
+    order_id: str = identifier()
     reason: SellerCancelReason
-    points: int = Field(ge=0)
-    expires_at: AwareDatetime
-    policy_version: str
+    points: int = whole(ge=0, le=MAX_PENALTY_POINTS)
+    expires_at: Instant
+    policy_version: str = text(200)
 
 
 class PenaltyExpired(PenaltyEvent):
     event_type: ClassVar[str] = "PenaltyExpired"
-    penalty_id: str
-    order_id: str
-    points: int
+    penalty_id: str = identifier()
+    order_id: str = identifier()
+    points: int = whole(ge=0, le=MAX_PENALTY_POINTS)
 
 
 class SellerStandingChanged(PenaltyEvent):
     event_type: ClassVar[str] = "SellerStandingChanged"
     previous: Standing
     standing: Standing
-    active_points: int
-    cancellation_rate: float = Field(ge=0, le=1)
-    policy_version: str
+    active_points: int = whole(ge=0, le=2**31)
+    cancellation_rate: float = Field(ge=0, le=1, strict=True)
+    policy_version: str = text(200)
 
 
 ALL_EVENTS: tuple[type[DomainEvent], ...] = (
@@ -364,6 +394,7 @@ ALL_EVENTS: tuple[type[DomainEvent], ...] = (
     PaymentRequested,
     PaymentReceived,
     LatePaymentReceived,
+    PaymentAmountMismatched,
     PaymentDeadlineExpired,
     PaymentIntentClosed,
     RefundIssued,

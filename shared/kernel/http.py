@@ -5,22 +5,22 @@ Domain errors become problem details here and only here; each service adds its o
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.kernel.aggregate import DomainError
-from shared.kernel.auth import Caller, InvalidToken, Role, verify_token
+from shared.kernel.auth import Caller, InvalidToken, Role, TokenVerifier
 from shared.kernel.eventstore.port import ConcurrencyConflict, StoreUnavailable
+from shared.kernel.fields import IDENTIFIER
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -32,6 +32,9 @@ class RequestBody(BaseModel):
     price from outside."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+BodyModel = TypeVar("BodyModel", bound=BaseModel)
 
 
 class Problem(BaseModel):
@@ -83,21 +86,10 @@ def problem_response(
     )
 
 
-def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
-    return [
-        {"location": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
-        for item in error.errors()
-    ]
-
-
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_validation(request: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
-        errors = _field_errors(error)
-        summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5])
-        return problem_response(
-            422, "Invalid request", summary, str(request.url.path), errors=errors
-        )
+        return invalid_request(field_errors(list(error.errors())), str(request.url.path))
 
     async def on_domain(request: Request, error: Exception) -> Response:
         assert isinstance(error, DomainError)
@@ -194,11 +186,20 @@ async def current_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The bearer token resolved into a Caller (secret from the app's settings), or 401."""
+    """The bearer token resolved into a Caller (rules from the app's settings), or 401."""
     if credentials is None:
         raise HTTPProblem(401, "Unauthorized", "a bearer token is required")
+    token = credentials.credentials
+    verifier: TokenVerifier | None = getattr(request.app.state, "token_verifier", None)
+    if verifier is None:
+        verifier = request.app.state.token_verifier = request.app.state.settings.token_verifier()
     try:
-        return verify_token(request.app.state.settings.token_secret, credentials.credentials)
+        caller = verifier.cached(token)
+        if caller is not None:
+            return caller
+        if verifier.may_block:  # a JWKS URL may be fetched: not on the event loop
+            return await run_in_threadpool(verifier.verify, token)
+        return verifier.verify(token)
     except InvalidToken as error:
         raise HTTPProblem(401, "Unauthorized", f"invalid token: {error}") from None
 
@@ -209,18 +210,43 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 def require_role(caller: Caller, *roles: Role) -> None:
     if caller.role not in roles:
         allowed = ", ".join(role.value for role in roles)
+        article = "an" if caller.role.value[0] in "aeiou" else "a"
         raise HTTPProblem(
-            403, "Forbidden", f"this route is for {allowed}; you are a {caller.role.value}"
+            403,
+            "Forbidden",
+            f"this route is for the {allowed} role; you are signed in as {article} "
+            f"{caller.role.value}",
         )
 
 
-def sign_body(secret: str, body: bytes) -> str:
-    """The gateway callback signature: hex HMAC-SHA256 over the raw body."""
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def field_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors as problem-details field errors: where, and what is wrong."""
+    return [
+        {"location": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
+        for item in errors
+    ]
 
 
-def signature_matches(secret: str, body: bytes, signature: str | None) -> bool:
-    return signature is not None and hmac.compare_digest(sign_body(secret, body), signature)
+def invalid_request(errors: list[dict[str, Any]], instance: str | None = None) -> JSONResponse:
+    summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5])
+    return problem_response(422, "Invalid request", summary, instance, errors=errors)
+
+
+def parse_body(model: type[BodyModel], body: bytes) -> BodyModel:
+    """A raw body (read for its signature first) parsed into `model`, or 422 naming the field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        errors = field_errors([{**e, "loc": ("body", *e["loc"])} for e in error.errors()])
+        summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5])
+        raise HTTPProblem(422, "Invalid request", summary, errors=errors) from None
+
+
+PathId = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=IDENTIFIER, description="letters, digits, `._:@-`"),
+]
+"""An id in a path: anything else is 422 before a handler runs."""
 
 
 # The schema sits under application/problem+json, the media type errors are sent with; a

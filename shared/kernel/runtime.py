@@ -170,7 +170,7 @@ def create_service_app(
             await documents.close()
             await store.close()
 
-    app = FastAPI(title=spec.title, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title=spec.title, version="0.1.0", lifespan=lifespan, redirect_slashes=False)
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_problem_handlers(app)

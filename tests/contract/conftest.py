@@ -2,7 +2,8 @@
 
 Ids: `sqlite`, `memory-fake`, `mongo-fake-mongomock` (mongomock-motor: a fake that checks query
 shapes, not MongoDB's behaviour) and `mongodb-real` (a real server from MONGODB_URL or a
-testcontainers MongoDB; skipped with its reason when neither is available).
+testcontainers MongoDB replica set from compose's image; skipped with its reason when neither is
+available).
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 from uuid import uuid4
 
 import pytest
@@ -32,6 +31,7 @@ from shared.kernel.readmodel.memory import InMemoryDocumentStore
 from shared.kernel.readmodel.mongo import MongoDocumentStore
 from shared.kernel.readmodel.port import DocumentStore
 from shared.kernel.readmodel.sqlite import SQLiteDocumentStore
+from tests.containers import docker_answers, mongodb_replica_set
 
 NO_REAL_MONGODB = "no real MongoDB: set MONGODB_URL or run a Docker daemon"
 
@@ -46,24 +46,6 @@ BACKENDS = [
 ]
 
 
-def _docker_answers() -> bool:
-    """Ask the daemon's /_ping directly (the docker SDK leaks a socket when none answers)."""
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    parsed = urlparse(host)
-    try:
-        if parsed.scheme == "unix":
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-                connection.settimeout(3)
-                connection.connect(parsed.path)
-                connection.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-                return b"OK" in connection.recv(1024)
-        with socket.create_connection((parsed.hostname, parsed.port or 2375), 3) as connection:
-            connection.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            return b"OK" in connection.recv(1024)
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def real_mongodb_url() -> Iterator[str]:
     """One real MongoDB for the whole session, or a skip that says why there is none."""
@@ -71,12 +53,10 @@ def real_mongodb_url() -> Iterator[str]:
     if url:
         yield url
         return
-    if not _docker_answers():
+    if not docker_answers():
         pytest.skip(NO_REAL_MONGODB)
-    from testcontainers.mongodb import MongoDbContainer
-
-    with MongoDbContainer("mongo:7.0") as container:
-        yield container.get_connection_url()
+    with mongodb_replica_set() as url:  # a replica set, as compose and Kubernetes run it
+        yield url
 
 
 class Backend:

@@ -19,7 +19,7 @@ import pytest
 
 from operations.localbroker import free_port
 from operations.supervisor import answers_health, die_with_parent
-from shared.kernel.auth import Role, mint_token
+from shared.kernel.auth import Role
 from shared.kernel.clock import SystemClock
 from shared.kernel.settings import Settings
 from shared.kernel.storage import open_event_store
@@ -120,12 +120,8 @@ def test_up_serves_the_demo_through_a_service_crash_and_keeps_data_across_restar
     up = start_up(data_dir, port)
     try:
         wait_healthy(base_url, up)
-        token = mint_token(
-            Settings().token_secret,
-            "operator-1",
-            Role.OPERATOR,
-            SystemClock().now(),
-            timedelta(minutes=5),
+        token = Settings().issue_token(
+            "operator-1", Role.OPERATOR, SystemClock().now(), timedelta(minutes=5)
         )
         view = httpx.get(
             f"{base_url}/orders/{placed[0]}", headers={"Authorization": f"Bearer {token}"}

@@ -36,16 +36,15 @@ from operations.localbroker import LocalBroker
 from shared.contracts.policy import Policy
 from shared.kernel.auth import Role, mint_token
 from shared.kernel.events.envelope import Envelope
-from shared.kernel.http import sign_body
 from shared.kernel.runtime import ServiceSpec, Wiring, create_service_app
 from shared.kernel.settings import Settings
 from shared.kernel.storage import open_event_store
+from shared.kernel.webhooks import signed_headers
 from tests.conftest import eventually
 
 # Tansu answers a group join after about half the session timeout: 2 s keeps joins near 1 s.
 TEST_SESSION_TIMEOUT_MS = 2000
 STARTUP_TIMEOUT_S = 30.0
-SIGNATURE_HEADER = "X-Yellowcart-Signature"
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -159,6 +158,9 @@ async def edge(kafka: LocalBroker, tmp_path: Path) -> AsyncIterator[EdgeFactory]
 # --- callers -------------------------------------------------------------------------------
 
 
+RULES = Settings().token_rules()
+
+
 @dataclass(frozen=True)
 class Tokens:
     """Authorization headers for callers, minted with the services' token secret."""
@@ -175,7 +177,7 @@ class Tokens:
         ttl: timedelta = timedelta(hours=1),
     ) -> dict[str, str]:
         now = issued_at or datetime.now(UTC)
-        token = mint_token(secret or self.secret, sub, role, now, ttl)
+        token = mint_token(secret or self.secret, sub, role, now, ttl, rules=RULES)
         return {"Authorization": f"Bearer {token}"}
 
     def buyer(self, sub: str) -> dict[str, str]:
@@ -194,12 +196,16 @@ def tokens() -> Tokens:
 
 
 def signed_callback(
-    settings: Settings, payload: Mapping[str, Any], *, secret: str | None = None
+    settings: Settings,
+    payload: Mapping[str, Any],
+    *,
+    secret: str | None = None,
+    at: datetime | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """A gateway callback body and its headers, signed as the gateway signs it."""
+    """A gateway callback body and its headers, signed as the gateway signs it (now, or `at`)."""
     body = json.dumps(dict(payload)).encode()
-    signature = sign_body(secret or settings.gateway_secret, body)
-    return body, {"Content-Type": "application/json", SIGNATURE_HEADER: signature}
+    signature = signed_headers(secret or settings.gateway_secret, body, at or datetime.now(UTC))
+    return body, {"Content-Type": "application/json", **signature}
 
 
 def callback_payload(order_id: str, amount: int, reference: str | None = None) -> dict[str, Any]:

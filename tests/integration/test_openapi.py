@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from operations.catalog import SERVICES
 from operations.localbroker import LocalBroker
 from shared.contracts.events import DISPUTE_TOPIC, ORDER_TOPIC, PAYMENT_TOPIC, TOPICS
+from shared.kernel.webhooks import SIGNATURE_HEADER
 from tests.integration.conftest import (
     PROBLEM_JSON,
-    SIGNATURE_HEADER,
     Service,
     running_services,
     service_settings,

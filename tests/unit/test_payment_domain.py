@@ -26,6 +26,7 @@ from shared.contracts.events import (
     BuyerCancelReason,
     LatePaymentReceived,
     OrderCancelled,
+    PaymentAmountMismatched,
     PaymentDeadlineExpired,
     PaymentIntentClosed,
     PaymentMethod,
@@ -108,7 +109,7 @@ def test_cards_and_wallets_need_no_code(method: PaymentMethod) -> None:
     assert (requested.payment_code, requested.virtual_account) == (None, None)
 
 
-@given(order_id=st.text(min_size=1, max_size=40))
+@given(order_id=st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:@-]{0,39}\Z"))
 def test_payment_codes_are_derived_from_the_order_alone(order_id: str) -> None:
     first = open_intent(PaymentMethod.INDOMARET, order_id=order_id)
     second = open_intent(PaymentMethod.INDOMARET, order_id=order_id)
@@ -151,13 +152,28 @@ def test_a_payment_for_an_open_intent_is_received() -> None:
     assert intent.status is IntentStatus.PAID
 
 
-def test_a_payment_of_the_wrong_amount_is_refused() -> None:
-    intent = open_intent()
+@pytest.mark.parametrize("paid_first", [False, True])
+def test_a_payment_of_the_wrong_amount_is_recorded_and_refunded_in_full(paid_first: bool) -> None:
+    intent = paid_intent("gw-1") if paid_first else open_intent()
+    status_before, pending_before = intent.status, len(intent.pending)
 
-    with pytest.raises(Invalid, match=f"amount 1000 does not match the {AMOUNT} due"):
-        intent.receive_payment("gw-1", 1000, PAID_AT)
-    assert len(intent.pending) == 1
-    assert intent.status is IntentStatus.AWAITING_PAYMENT
+    assert intent.receive_payment("gw-2", 1000, PAID_AT) is Outcome.RECORDED
+
+    mismatch, refund = intent.pending[pending_before:]
+    assert isinstance(mismatch, PaymentAmountMismatched)
+    assert (mismatch.amount, mismatch.amount_due, mismatch.gateway_reference) == (
+        1000,
+        AMOUNT,
+        "gw-2",
+    )
+    assert isinstance(refund, RefundIssued)
+    assert (refund.amount, refund.reason, refund.gateway_reference) == (
+        1000,
+        "amount_mismatch",
+        "gw-2",
+    )
+    assert intent.status is status_before, "the intent stays as it was"
+    assert intent.receive_payment("gw-2", 1000, PAID_AT) is Outcome.DUPLICATE
 
 
 def test_a_retried_callback_records_nothing() -> None:

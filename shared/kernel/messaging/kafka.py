@@ -5,25 +5,72 @@ Every producer here waits for all in-sync replicas (`acks="all"`): aiokafka's de
 setting (`kafka_idempotence`): on for real Kafka, off for the local Tansu broker, which does
 not implement it. A send that times out means "maybe delivered": callers retry and consumers
 deduplicate by event id / causation id.
+
+Authentication is a setting too (`kafka_security_protocol`, SASL/SCRAM by default when it is
+SASL_*): every client built here, producer or FastStream consumer, logs in as this service's
+principal, so the broker's ACLs decide what each service may write and read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from shared.kernel.settings import Settings
 
 Headers = Sequence[tuple[str, bytes]]
 
 
+def client_security(settings: Settings) -> dict[str, Any]:
+    """aiokafka's connection keywords for `settings`' protocol and SASL principal."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {"security_protocol": "PLAINTEXT"}
+    if not (settings.kafka_sasl_username and settings.kafka_sasl_password):
+        raise ValueError(
+            f"YELLOWCART_KAFKA_SECURITY_PROTOCOL={protocol} needs YELLOWCART_KAFKA_SASL_USERNAME "
+            "and YELLOWCART_KAFKA_SASL_PASSWORD (or YELLOWCART_KAFKA_SASL_PASSWORD_FILE)"
+        )
+    config: dict[str, Any] = {
+        "security_protocol": protocol,
+        "sasl_mechanism": settings.kafka_sasl_mechanism,
+        "sasl_plain_username": settings.kafka_sasl_username,
+        "sasl_plain_password": settings.kafka_sasl_password,
+    }
+    if protocol == "SASL_SSL":
+        config["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    return config
+
+
+def broker_security(settings: Settings) -> BaseSecurity | None:
+    """The same login as `client_security`, in the form FastStream's `KafkaBroker` takes."""
+    config = client_security(settings)
+    if config["security_protocol"] == "PLAINTEXT":
+        return None
+    kinds: dict[str, type[SASLPlaintext | SASLScram256 | SASLScram512]] = {
+        "PLAIN": SASLPlaintext,
+        "SCRAM-SHA-256": SASLScram256,
+        "SCRAM-SHA-512": SASLScram512,
+    }
+    return kinds[config["sasl_mechanism"]](
+        config["sasl_plain_username"],
+        config["sasl_plain_password"],
+        ssl_context=config.get("ssl_context"),
+        use_ssl=config["security_protocol"] == "SASL_SSL",
+    )
+
+
 def producer_config(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for `AIOKafkaProducer` (and FastStream's `KafkaBroker`)."""
+    """Keyword arguments for `AIOKafkaProducer` (FastStream's `KafkaBroker` takes the same,
+    with the login as `broker_security` instead)."""
     return {
+        **client_security(settings),
         "bootstrap_servers": settings.broker_url,
         "acks": "all",
         "enable_idempotence": settings.kafka_idempotence,
@@ -50,9 +97,12 @@ def make_kafka_broker(
     """
     config = producer_config(settings)
     servers = config.pop("bootstrap_servers")
+    for connection_keyword in client_security(settings):
+        config.pop(connection_keyword)
     return KafkaBroker(
         servers,
         graceful_timeout=graceful_timeout_s,
+        security=broker_security(settings),
         **{**config, **overrides},
     )
 
