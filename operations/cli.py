@@ -345,8 +345,9 @@ def verify(
     as_json: AsJson = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Check every stream's hash chain in every service's store, and with --against that the
-    log still extends a signed checkpoint (catches history rewritten and rehashed)."""
+    """Check every stream's hash chain in every store; --against: that the log extends a checkpoint.
+
+    A signed checkpoint catches history rewritten and rehashed, which the chain alone cannot."""
     from operations.audit import verify_stores
     from operations.progress import progress
 
@@ -422,8 +423,9 @@ def checkpoint(
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Seal the head (version, hash) of every stream of every store in a signed JSON file,
-    for the auditor to keep outside the system. Refuses to seal a broken chain."""
+    """Seal the head of every stream of every store in a signed JSON file for the auditor.
+
+    The file is kept outside the system; a broken chain is refused, never sealed."""
     from operations.audit import verify_stores
     from operations.checkpoint import CheckpointError, load_private_key, seal
     from operations.progress import progress
@@ -460,8 +462,9 @@ def checkpoint_key(
     private: Annotated[Path, typer.Option(help="where to write the private key (PEM, mode 600)")],
     public: Annotated[Path, typer.Option(help="where to write the public key (PEM)")],
 ) -> None:
-    """Make an Ed25519 key pair for signing checkpoints (the private key stays with the sealer;
-    auditors verify with the public one)."""
+    """Make an Ed25519 key pair for signing checkpoints.
+
+    The private key stays with whoever seals; auditors verify with the public one."""
     from operations.checkpoint import generate_key
 
     for path in (private, public):
@@ -483,10 +486,10 @@ def replay(
     as_json: AsJson = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Rebuild the order view from the four stores beside the live one, verify it, diff it;
-    with --swap replace the live view (a copy of it is kept as order_views_before_swap).
+    """Rebuild the order view beside the live one, verify it, diff; --swap replaces the live one.
 
-    Publishes nothing, refunds nothing, fires no timer."""
+    The replaced view is kept as order_views_before_swap. Publishes nothing, refunds nothing,
+    fires no timer."""
     from operations.audit import REPLAY_COLLECTION, replay_views
     from operations.progress import progress
     from operations.stores import service_store_urls
@@ -756,8 +759,9 @@ def dlq_redrive(
     by: By = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Send dead letters back to their original topic for the one group that failed them
-    (the other groups skip them); each redrive is recorded in yellowcart.dlq.actions."""
+    """Send dead letters back to their topic for the one group that failed them.
+
+    The other groups skip them; each redrive is recorded in yellowcart.dlq.actions."""
     _act(
         "redrive",
         letter_ids or [],
@@ -779,8 +783,9 @@ def dlq_purge(
     by: By = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Retire dead letters (hidden from `list`; recorded in yellowcart.dlq.actions). The bytes
-    stay until the topic's retention: the local broker cannot delete records."""
+    """Retire dead letters: hidden from `list`, recorded in yellowcart.dlq.actions.
+
+    The bytes stay until the topic's retention: the local broker cannot delete records."""
     _act(
         "purge",
         letter_ids or [],
