@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
 .PHONY: install test fuzz lint typecheck format run up demo bench bench-store bench-load \
-	bench-drain clean lock deploy-check compose-smoke
+	bench-drain bench-replay clean lock deploy-check compose-smoke
 
 install: $(STAMP)
 
@@ -39,10 +39,13 @@ up: run
 demo: install
 	$(BIN)/yellowcart demo
 
-bench: bench-store bench-load bench-drain
+bench: bench-store bench-replay bench-load bench-drain
 
 bench-store: install
 	$(BIN)/python -m bench.store
+
+bench-replay: install
+	$(BIN)/python -m bench.replay
 
 bench-load: install
 	$(BIN)/python -m bench.load

@@ -58,9 +58,11 @@ from shared.kernel.settings import Settings
 
 log = logging.getLogger("yellowcart.gateway")
 
-PRIVATE_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
+PRIVATE_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics", "/openapi.json"})
 """Each service's own operational routes: reached on its own port, never through the gateway."""
-OWN_ROUTES = frozenset({"/health", "/metrics", "/openapi.json", "/docs"})
+OWN_ROUTES = frozenset(
+    {"/health", "/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"}
+)
 _HOP_BY_HOP = {
     b"connection",
     b"keep-alive",
@@ -400,11 +402,14 @@ def _own_routes(gateway: Gateway) -> FastAPI:
         responses={503: {"description": "a service is down or not ready"}},
     )
     async def health() -> JSONResponse:
+        return await _services_health("/health")
+
+    async def _services_health(path: str) -> JSONResponse:
         states: dict[str, Any] = {}
         ready = True
         for name, base in upstreams.items():
             try:
-                status, body = await get_json(f"{base}/health", 2)
+                status, body = await get_json(f"{base}{path}", 2)
                 states[name] = body
                 ready = ready and status == 200
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as error:
@@ -414,6 +419,23 @@ def _own_routes(gateway: Gateway) -> FastAPI:
             {"status": "ok" if ready else "degraded", "services": states},
             status_code=200 if ready else 503,
         )
+
+    @app.get(
+        "/health/live",
+        summary="the gateway process answers (it answers 503 per route while a service is down)",
+        tags=["operations"],
+    )
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/health/ready",
+        summary="every service ready (store, broker, consumers, outbox), through the gateway",
+        tags=["operations"],
+        responses={503: {"description": "a service is down or not ready"}},
+    )
+    async def ready() -> JSONResponse:
+        return await _services_health("/health/ready")
 
     @app.get(
         "/metrics",

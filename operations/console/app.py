@@ -34,9 +34,14 @@ from operations.catalog import SERVICES
 from operations.console.api import Answer, ServiceApi
 from operations.console.charts import points_history, step_chart
 from operations.identities import EXAMPLE_USERS
+from operations.stores import (
+    StoreSelectionError,
+    close_stores,
+    open_service_stores,
+    service_store_urls,
+)
 from shared.kernel.auth import Caller, InvalidToken, Role
 from shared.kernel.clock import SystemClock, utc
-from shared.kernel.eventstore.sqlite import sqlite_path
 from shared.kernel.http import problem_response
 from shared.kernel.settings import Settings
 
@@ -162,25 +167,26 @@ class Console:
     async def audit(self, order_id: str, as_of: datetime | None) -> dict[str, Any] | None:
         """The audit tool's report on one order (chains, view as of a moment), or None where
         the stores cannot be read: the page then shows what the API gave, never an error."""
-        if not self.stores_readable():
-            return None
         try:
-            return await audit_order(self.settings, order_id, as_of)
-        except Exception:  # a store busy or gone must not take the order page down
+            urls = service_store_urls(self.settings, self.embedded_data_dir())
+        except StoreSelectionError:
+            return None  # a deployment that names no stores for its gateway
+        try:
+            stores = await open_service_stores(urls)
+            try:
+                return await audit_order(stores, order_id, as_of)
+            finally:
+                await close_stores(stores)
+        except Exception:  # a store busy, gone or not its service's must not take the page down
             log.warning(
                 "audit of %s failed; the console shows the API's view only", order_id, exc_info=True
             )
             return None
 
-    def stores_readable(self) -> bool:
-        """Whether this process can read every service's store (the audit tool's input): an
-        embedded run's SQLite files, or `YELLOWCART_STORE_URLS` in a deployment. A missing
-        SQLite file means no access here; opening it would create an empty store."""
-        for service in SERVICES:
-            url = self.settings.store_url_for(service)
-            if url.startswith("sqlite:") and not Path(sqlite_path(url)).exists():
-                return False
-        return True
+    def embedded_data_dir(self) -> Path | None:
+        """Where an embedded run keeps its SQLite stores, unless every store is named."""
+        named = all(self.settings.store_urls.get(service) for service in SERVICES)
+        return Path(self.settings.data_dir) if self.embedded and not named else None
 
 
 def csrf_token(request: Request) -> str:

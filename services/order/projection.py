@@ -15,8 +15,11 @@ version). So clock skew between services can never show a refund before its canc
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC
 from typing import Any
+
+import orjson
 
 from shared.contracts.events import OrderStatus, PaymentMethod
 from shared.kernel.events.envelope import Envelope
@@ -42,19 +45,66 @@ def fold_order_view(view: View | None, envelope: Envelope) -> View | None:
     if applied.get(envelope.stream_id, 0) >= envelope.stream_version:
         return None
     applied[envelope.stream_id] = envelope.stream_version
-    timeline.append(
-        {
-            "at": envelope.wire()["occurred_at"],
-            "event_type": envelope.event_type,
-            "producer": envelope.producer,
-            "stream_id": envelope.stream_id,
-            "stream_version": envelope.stream_version,
-            "event_id": envelope.event_id,
-            "causation_id": envelope.causation_id,
-            "data": envelope.data,
-        }
-    )
+    timeline.append(timeline_entry(envelope))
     return fold(order_id, causal_order(timeline), applied)
+
+
+def timeline_entry(envelope: Envelope) -> dict[str, Any]:
+    return {
+        "at": _rfc3339(envelope),
+        "event_type": envelope.event_type,
+        "producer": envelope.producer,
+        "stream_id": envelope.stream_id,
+        "stream_version": envelope.stream_version,
+        "event_id": envelope.event_id,
+        "causation_id": envelope.causation_id,
+        "data": envelope.data,
+    }
+
+
+def _rfc3339(envelope: Envelope) -> str:
+    """`envelope.wire()["occurred_at"]` without dumping the whole envelope: orjson's RFC 3339
+    with `Z` is pydantic's format for a UTC time (`canonical_events` relies on the same)."""
+    occurred_at = envelope.occurred_at
+    if occurred_at.tzinfo is UTC:
+        return orjson.dumps(occurred_at, option=orjson.OPT_UTC_Z).decode()[1:-1]
+    return str(envelope.wire()["occurred_at"])
+
+
+class OrderViewRebuild:
+    """Every order view of a log, folded once per order rather than once per event.
+
+    `add` every envelope (any interleaving of the four stores, each store in its own order),
+    then `views()` yields exactly what `rebuild(ORDER_VIEW, envelopes)` would — the same
+    duplicate rule (a stream version at or below the last applied one is skipped), the same
+    causal order, `revision` = the events applied — without sorting and folding an order's
+    timeline again for each of its events. The replay's fast path.
+    """
+
+    def __init__(self) -> None:
+        self._orders: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {}
+
+    def add(self, envelope: Envelope) -> None:
+        order_id = order_id_of(envelope)
+        if order_id is None:
+            return
+        known = self._orders.get(order_id)
+        if known is None:
+            known = self._orders[order_id] = ([], {})
+        timeline, applied = known
+        if applied.get(envelope.stream_id, 0) >= envelope.stream_version:
+            return
+        applied[envelope.stream_id] = envelope.stream_version
+        timeline.append(timeline_entry(envelope))
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def views(self) -> Iterator[tuple[str, View]]:
+        for order_id, (timeline, applied) in self._orders.items():
+            view = fold(order_id, causal_order(timeline), applied)
+            view["revision"] = len(timeline)
+            yield order_id, view
 
 
 def causal_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,6 +113,12 @@ def causal_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def key(entry: dict[str, Any]) -> tuple[str, str, int]:
         return (entry["at"], entry["stream_id"], entry["stream_version"])
 
+    by_time = sorted(timeline, key=key)
+    if _respects_causes(by_time):
+        # The usual case: clocks agree with causation. The ordering below would pick the
+        # earliest ready entry at every step, and the earliest remaining entry is always
+        # ready here, so it yields exactly this order (keys are unique: one per stream version).
+        return by_time
     by_id = {entry["event_id"]: entry for entry in timeline}
     by_position = {(e["stream_id"], e["stream_version"]): e for e in timeline}
     waits_for: dict[str, set[str]] = {}
@@ -93,6 +149,24 @@ def causal_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
         placed = {entry["event_id"] for entry in ordered}
         ordered.extend(sorted((e for e in timeline if e["event_id"] not in placed), key=key))
     return ordered
+
+
+def _respects_causes(ordered: list[dict[str, Any]]) -> bool:
+    """Every entry comes after its stream predecessor and its cause, where they are present."""
+    seen_ids: set[str] = set()
+    seen_versions: set[tuple[str, int]] = set()
+    present_ids = {entry["event_id"] for entry in ordered}
+    present_versions = {(entry["stream_id"], entry["stream_version"]) for entry in ordered}
+    for entry in ordered:
+        cause = entry.get("causation_id")
+        if cause and cause in present_ids and cause not in seen_ids:
+            return False
+        predecessor = (entry["stream_id"], entry["stream_version"] - 1)
+        if predecessor in present_versions and predecessor not in seen_versions:
+            return False
+        seen_ids.add(entry["event_id"])
+        seen_versions.add((entry["stream_id"], entry["stream_version"]))
+    return True
 
 
 def fold(order_id: str, timeline: list[dict[str, Any]], applied: dict[str, int]) -> View:

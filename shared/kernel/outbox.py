@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -204,12 +204,14 @@ async def republish(
     producer: RecordSender | AIOKafkaProducer | KafkaBroker,
     after_position: int = 0,
     batch_size: int = 500,
+    on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Send every stored commit after `after_position` again, in store order.
 
     For `yellowcart republish` after the broker lost its data. Published flags are not
     touched; consumers deduplicate what they had already handled. Returns the events sent;
     raises on the first failed batch (rerun it: republishing is idempotent downstream).
+    `on_batch(n)` is told of every `n` events acknowledged (a tool's progress).
     """
     sender = as_sender(producer)
     sent = 0
@@ -225,9 +227,15 @@ async def republish(
                 )
             )
         if len(pending) >= batch_size:
-            sent += await _await_all(pending)
+            acknowledged = await _await_all(pending)
+            sent += acknowledged
             pending = []
-    return sent + await _await_all(pending)
+            if on_batch is not None:
+                on_batch(acknowledged)
+    acknowledged = await _await_all(pending)
+    if on_batch is not None:
+        on_batch(acknowledged)
+    return sent + acknowledged
 
 
 async def _await_all(futures: list[asyncio.Future[Any]]) -> int:

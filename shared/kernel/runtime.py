@@ -272,7 +272,7 @@ def _counters(runtime: Runtime) -> Iterator[tuple[str, str, dict[str, str], floa
     """The components' plain counters, as (name, help, labels, value) for the collector."""
     service = runtime.name
     for consumer in runtime.consumers:
-        labels = {"service": service, "group": consumer.group}
+        labels = {"service": service, "group": consumer.group_id}
         for counter, value in vars(consumer.metrics).items():
             yield f"yellowcart_consumer_{counter}", f"consumer {counter}", labels, value
     for event_type, count in runtime.registry.unknown.items():
@@ -309,10 +309,10 @@ async def _lag(runtime: Runtime) -> dict[tuple[str, str, int], int]:
                 consumer_lag(consumer), runtime.settings.health_timeout_s
             )
         except Exception:  # a scrape reports what it can; the broker may be away
-            log.warning("consumer lag of %s unavailable", consumer.group, exc_info=True)
+            log.warning("consumer lag of %s unavailable", consumer.group_id, exc_info=True)
             continue
         for tp, records in partitions.items():
-            lag[(consumer.group, tp.topic, tp.partition)] = records
+            lag[(consumer.group_id, tp.topic, tp.partition)] = records
     return lag
 
 
@@ -352,7 +352,7 @@ async def readiness(runtime: Runtime) -> Health:
 
     backlog, _ = await asyncio.gather(store_check(), broker_check())
     waiting = [
-        consumer.group
+        consumer.group_id
         for consumer in runtime.consumers
         if not ((client := consumer.kafka_client()) and client.assignment())
     ]

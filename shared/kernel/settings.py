@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     )
     store_urls: dict[str, str] = Field(
         default_factory=dict,
-        description="per-service store URLs for cross-service tools (audit, replay, verify)",
+        description="every service's own store, for the cross-service tools (audit, verify, "
+        "checkpoint, replay, republish): a JSON object naming all four, each a distinct store; "
+        "the tools never fall back to YELLOWCART_STORE_URL",
     )
     data_dir: str = Field("var", description="where embedded SQLite files live")
     token_secret: str = Field(
@@ -239,5 +241,9 @@ class ValueFilesSource(PydanticBaseSettingsSource):
         for name, field in self.settings_cls.model_fields.items():
             value, key, _ = self.get_field_value(field, name)
             if value is not None:
+                # A mapping or list (YELLOWCART_STORE_URLS) is JSON in its file, as in the
+                # environment.
+                if self.field_is_complex(field):
+                    value = self.decode_complex_value(name, field, value)
                 values[key] = value
         return values

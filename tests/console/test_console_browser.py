@@ -184,7 +184,7 @@ def test_operator_approves_a_filing_and_watches_refund_and_penalty_arrive_live(
     assert browser.text().count("not ready") == 0 and "Every service is ready." in browser.text()
     browser.check_page("health")
     browser.open("/console/dead-letters")
-    assert "not available yet" in browser.text()
+    assert "yellowcart dlq list" in browser.text()
     browser.check_page("dead-letters")
 
 

@@ -386,6 +386,17 @@ async def test_an_event_edited_underneath_the_store_is_detected(
     assert [(b.first_version, b.kind) for b in breaks] == [(2, "hash_mismatch")]
 
 
+async def test_read_by_stream_returns_every_commit_once_stream_after_stream(
+    store: EventStore,
+) -> None:
+    for n in range(12):
+        await store.append(new_commit(f"order-{n % 4}", n // 4))
+    by_stream = [commit async for commit in store.read_by_stream(batch_size=5)]
+    keys = [(commit.stream_id, commit.first_version) for commit in by_stream]
+    assert keys == sorted(keys) and len(set(keys)) == 12
+    assert sorted(by_stream, key=lambda c: c.position) == await all_commits(store)
+
+
 async def test_read_all_returns_every_commit_once_in_store_order(store: EventStore) -> None:
     for n in range(12):
         stream = f"order-{n % 4}"

@@ -69,7 +69,7 @@ def test_the_runtime_stage_runs_as_a_numeric_user_with_an_exec_form_health_check
     assert int(user.group(1).split(":")[0]) >= 10000
     check = re.search(r"^\s*CMD (\[.*\])$", runtime.split("HEALTHCHECK", 1)[1], re.MULTILINE)
     assert check is not None, "HEALTHCHECK must use the exec form"
-    assert "http://127.0.0.1:8000/health" in check.group(1)
+    assert "http://127.0.0.1:8000/health/live" in check.group(1)
     assert re.search(r'^ENTRYPOINT \["python", "-m", "operations"\]$', runtime, re.MULTILINE)
 
 

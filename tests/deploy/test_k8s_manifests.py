@@ -165,8 +165,9 @@ def test_pods_are_locked_down_probed_and_limited(overlay: tuple[str, list[Resour
             assert security["readOnlyRootFilesystem"] is True, name
             assert security["allowPrivilegeEscalation"] is False, name
             assert security["capabilities"]["drop"] == ["ALL"], name
-            for probe in ("livenessProbe", "readinessProbe"):
-                assert container[probe]["httpGet"]["path"] == "/health", (name, probe)
+            assert container["livenessProbe"]["httpGet"]["path"] == "/health/live", name
+            ready = "/health/live" if name.endswith("gateway") else "/health/ready"
+            assert container["readinessProbe"]["httpGet"]["path"] == ready, name
             assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
 

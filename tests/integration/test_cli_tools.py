@@ -29,13 +29,14 @@ async def a_paid_order(data_dir: Path) -> str:
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("YELLOWCART_DATA_DIR", str(tmp_path))
+    for name in ("YELLOWCART_STORE_URL", "YELLOWCART_STORE_URLS"):
+        monkeypatch.delenv(name, raising=False)
     return tmp_path
 
 
 def test_audit_shows_the_cross_service_timeline_with_intact_chains(data_dir: Path) -> None:
     order_id = asyncio.run(a_paid_order(data_dir))
-    result = runner.invoke(app, ["audit", order_id, "--json"])
+    result = runner.invoke(app, ["audit", order_id, "--json", "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["chain_ok"] and report["view"]["status"] == "to_ship"
@@ -49,16 +50,16 @@ def test_audit_shows_the_cross_service_timeline_with_intact_chains(data_dir: Pat
 
 def test_verify_passes_and_then_catches_an_edited_event(data_dir: Path) -> None:
     asyncio.run(a_paid_order(data_dir))
-    assert runner.invoke(app, ["verify"]).exit_code == 0
+    assert runner.invoke(app, ["verify", "--data-dir", str(data_dir)]).exit_code == 0
     with sqlite3.connect(data_dir / "payment.db") as db:
         db.execute("UPDATE commits SET events = replace(events, '\"amount\":', '\"amount\":9')")
-    result = runner.invoke(app, ["verify"])
+    result = runner.invoke(app, ["verify", "--data-dir", str(data_dir)])
     assert result.exit_code == 3, result.output
 
 
 def test_replay_finds_a_drifted_view_and_swap_repairs_it(data_dir: Path) -> None:
     order_id = asyncio.run(a_paid_order(data_dir))
-    assert runner.invoke(app, ["replay"]).exit_code == 0
+    assert runner.invoke(app, ["replay", "--data-dir", str(data_dir)]).exit_code == 0
 
     async def drift() -> None:
         documents = await open_document_store(f"sqlite:///{data_dir / 'order.db'}")
@@ -68,7 +69,7 @@ def test_replay_finds_a_drifted_view_and_swap_repairs_it(data_dir: Path) -> None
         await documents.close()
 
     asyncio.run(drift())
-    drifted = runner.invoke(app, ["replay"])
+    drifted = runner.invoke(app, ["replay", "--data-dir", str(data_dir)])
     assert drifted.exit_code == 4 and order_id in drifted.output
-    assert runner.invoke(app, ["replay", "--swap"]).exit_code == 0
-    assert runner.invoke(app, ["replay"]).exit_code == 0
+    assert runner.invoke(app, ["replay", "--swap", "--data-dir", str(data_dir)]).exit_code == 0
+    assert runner.invoke(app, ["replay", "--data-dir", str(data_dir)]).exit_code == 0

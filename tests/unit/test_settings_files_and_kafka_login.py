@@ -27,6 +27,22 @@ def test_a_setting_is_read_from_the_file_its_FILE_variable_names(
     assert Settings().kafka_sasl_password == "s3cret-from-a-mounted-file"
 
 
+def test_the_four_store_urls_are_read_as_json_from_their_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """How an ops container gets every service's store without a password in its environment."""
+    secret = tmp_path / "store_urls"
+    secret.write_text(
+        '{"order": "mongodb://o@mongo/yellowcart_order", "penalty": "sqlite:///p.db"}\n'
+    )
+    monkeypatch.setenv("YELLOWCART_STORE_URLS_FILE", str(secret))
+
+    assert Settings().store_urls == {
+        "order": "mongodb://o@mongo/yellowcart_order",
+        "penalty": "sqlite:///p.db",
+    }
+
+
 def test_the_environment_value_wins_over_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

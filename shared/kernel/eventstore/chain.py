@@ -76,12 +76,34 @@ def verify_chain(commits: Sequence[Commit]) -> list[ChainBreak]:
     Commits may come from several streams (e.g. a `read_all`); each stream is checked on its
     own, in the order its commits appear.
     """
-    breaks: list[ChainBreak] = []
-    previous: dict[str, Commit] = {}
-    for commit in commits:
-        before = previous.get(commit.stream_id)
+    verifier = ChainVerifier()
+    return [chain_break for commit in commits for chain_break in verifier.check(commit)]
+
+
+@dataclass(frozen=True)
+class StreamHead:
+    """Where a stream's verified history ends: its last version, that commit's hash and
+    store position."""
+
+    version: int
+    hash: str
+    position: int
+
+
+class ChainVerifier:
+    """`verify_chain` one commit at a time, for a log read in batches: it keeps only each
+    stream's head (version, hash, position), never the commits or their events, so its
+    memory grows with the number of streams, not with the length of the log."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, StreamHead] = {}
+
+    def check(self, commit: Commit) -> list[ChainBreak]:
+        """The breaks `commit` shows after the commits of its stream seen so far."""
+        breaks: list[ChainBreak] = []
+        before = self.heads.get(commit.stream_id)
         expected_prev = before.hash if before is not None else GENESIS_HASH
-        expected_first = before.last_version + 1 if before is not None else 1
+        expected_first = before.version + 1 if before is not None else 1
         if commit.first_version != expected_first:
             breaks.append(
                 _break(
@@ -97,8 +119,8 @@ def verify_chain(commits: Sequence[Commit]) -> list[ChainBreak]:
         recomputed = seal_canonical(commit.prev_hash, canonical_events(commit.events))
         if recomputed != commit.hash:
             breaks.append(_break(commit, "hash_mismatch", "events differ from what was hashed"))
-        previous[commit.stream_id] = commit
-    return breaks
+        self.heads[commit.stream_id] = StreamHead(commit.last_version, commit.hash, commit.position)
+        return breaks
 
 
 def _break(commit: Commit, kind: BreakKind, detail: str) -> ChainBreak:

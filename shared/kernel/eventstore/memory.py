@@ -108,6 +108,12 @@ class InMemoryEventStore(EventStore):
                 yield self._commits[current]
             position = batch[-1]
 
+    async def read_by_stream(self, batch_size: int = 500) -> AsyncIterator[Commit]:
+        self._check_open()
+        ordered = sorted(self._commits.values(), key=lambda c: (c.stream_id, c.first_version))
+        for commit in ordered:
+            yield commit
+
     async def commit_by_causation(self, causation_id: str, handler: str = "") -> Commit | None:
         self._check_open()
         position = self._by_cause.get((handler, causation_id))

@@ -220,6 +220,30 @@ class MongoEventStore(EventStore):
                 return
             position = batch[-1].position
 
+    async def read_by_stream(self, batch_size: int = 500) -> AsyncIterator[Commit]:
+        after_stream, after_version = "", 0
+        while True:  # keyset pages over the (stream_id, first_version) unique index
+            self._check_open()
+            query = {
+                "$or": [
+                    {"stream_id": {"$gt": after_stream}},
+                    {"stream_id": after_stream, "first_version": {"$gt": after_version}},
+                ]
+            }
+            with translated_errors():
+                cursor = (
+                    self._commits.find(query)
+                    .sort([("stream_id", ASCENDING), ("first_version", ASCENDING)])
+                    .limit(batch_size)
+                )
+                documents = await cursor.to_list(None)
+            batch = [_commit(document) for document in documents]
+            for commit in batch:
+                yield commit
+            if len(batch) < batch_size:
+                return
+            after_stream, after_version = batch[-1].stream_id, batch[-1].first_version
+
     async def commit_by_causation(self, causation_id: str, handler: str = "") -> Commit | None:
         found = await self._find({"causation_id": causation_id, "handler": handler}, "_id", 1)
         return found[0] if found else None

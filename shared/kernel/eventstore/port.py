@@ -158,6 +158,12 @@ class EventStore(ABC):
         """Every commit once, in store order."""
 
     @abstractmethod
+    def read_by_stream(self, batch_size: int = 500) -> AsyncIterator[Commit]:
+        """Every commit once, stream after stream (in stream id order), each stream's commits in
+        version order: a reader checking one stream at a time holds only that stream (the
+        constant-memory verify)."""
+
+    @abstractmethod
     async def commit_by_causation(self, causation_id: str, handler: str = "") -> Commit | None:
         """The commit `handler` stored for `causation_id`, if any."""
 

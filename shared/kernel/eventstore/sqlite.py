@@ -441,6 +441,20 @@ class SQLiteEventStore(EventStore):
                 return
             position = rows[-1][0]
 
+    async def read_by_stream(self, batch_size: int = 500) -> AsyncIterator[Commit]:
+        after: tuple[str, int] = ("", 0)
+        while True:  # keyset pages over the (stream_id, first_version) unique index
+            rows = await self._read(
+                f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE (stream_id, first_version) > (?, ?) "
+                "ORDER BY stream_id, first_version LIMIT ?",
+                (*after, batch_size),
+            )
+            for row in rows:
+                yield _commit(row)
+            if len(rows) < batch_size:
+                return
+            after = (rows[-1][1], rows[-1][2])
+
     async def commit_by_causation(self, causation_id: str, handler: str = "") -> Commit | None:
         rows = await self._read_point(
             f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE causation_id = ? AND handler = ?",

@@ -1,6 +1,7 @@
 """Kafka messaging: producers, the FastStream broker, the event consumer."""
 
 from shared.kernel.messaging.consumer import (
+    REDRIVE_GROUP_HEADER,
     BatchHandler,
     ConsumerMetrics,
     EventConsumer,
@@ -23,6 +24,7 @@ from shared.kernel.messaging.kafka import (
 )
 
 __all__ = [
+    "REDRIVE_GROUP_HEADER",
     "AIOKafkaSender",
     "BatchHandler",
     "ConsumerMetrics",

@@ -79,6 +79,9 @@ DLQ_SUFFIX = ".dlq"
 MAX_BATCH_RECORDS = 500
 BATCH_WAIT_MS = 50  # how long an idle consumer waits for records before asking again
 MAX_ERROR_HEADER_CHARS = 2000
+# A record redriven from a dead-letter topic for one consumer group carries that group's name
+# here; every other group skips it (it handled the original already). See `EventConsumer`.
+REDRIVE_GROUP_HEADER = "redrive_group"
 
 
 def dlq_topic(topic: str) -> str:
@@ -125,6 +128,7 @@ class ConsumerMetrics:
     unknown_types: int = 0
     dlq_publish_failures: int = 0
     commit_failures: int = 0
+    redrives_skipped: int = 0  # redriven records meant for another group
 
 
 def dead_letter_headers(
@@ -137,8 +141,12 @@ def dead_letter_headers(
     source_offset: int,
     failed_at: datetime,
     original_headers: Headers = (),
+    consumer_group: str = "",
+    service: str = "",
 ) -> list[tuple[str, bytes]]:
-    """The headers of a dead letter: why it failed, where it came from, the original ones.
+    """The headers of a dead letter: why it failed, where it came from, who rejected it (the
+    consumer group and its service: every group that fails a record writes its own copy, so
+    one poison message can appear once per group), and the original headers.
 
     Original headers are kept unless they collide with a DLQ header name.
     """
@@ -152,6 +160,8 @@ def dead_letter_headers(
         "source_partition": str(source_partition),
         "source_offset": str(source_offset),
         "failed_at": to_rfc3339(failed_at),
+        "consumer_group": consumer_group,
+        "service": service,
     }
     kept = [(name, value) for name, value in original_headers if name not in ours]
     return [*((name, value.encode("utf-8")) for name, value in ours.items()), *kept]
@@ -176,10 +186,12 @@ class EventConsumer:
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         batch_handler: BatchHandler | None = None,
-        group: str = "",
+        group_id: str = "",
+        service: str = "",
     ) -> None:
         self.topic = topic
-        self.group = group
+        self.group_id = group_id
+        self.service = service
         self.committed: dict[TopicPartition, int] = {}  # the offsets this consumer committed
         self.kafka_client: Callable[[], AIOKafkaConsumer | None] = lambda: None
         self._durations: dict[tuple[str, str, str], Any] = {}  # metric children by labels
@@ -248,14 +260,16 @@ class EventConsumer:
             self.metrics.processed += len(events)
             if tracing_enabled():  # the batch's work, shown in each event's trace
                 parents = [context_from_headers(record.headers) for record, _, _ in events]
-                record_spans(f"projection update {self.group}", parents, started_ns, time.time_ns())
+                record_spans(
+                    f"projection update {self.group_id}", parents, started_ns, time.time_ns()
+                )
 
     def _observe(self, topic: str, event_type: str, outcome: str, started: float) -> None:
         key = (topic, event_type, outcome)
         child = self._durations.get(key)
         if child is None:  # `labels()` costs microseconds: each series is looked up once
             child = self._durations[key] = HANDLER_DURATION.labels(
-                topic, self.group, event_type, outcome
+                topic, self.group_id, event_type, outcome
             )
         child.observe(time.perf_counter() - started)
 
@@ -263,7 +277,7 @@ class EventConsumer:
         key = (topic, event_type)
         child = self._consumed.get(key)
         if child is None:
-            child = self._consumed[key] = EVENTS_CONSUMED.labels(topic, self.group, event_type)
+            child = self._consumed[key] = EVENTS_CONSUMED.labels(topic, self.group_id, event_type)
         child.inc()
 
     async def _commit(self, commit: CommitOffsets, offsets: dict[TopicPartition, int]) -> None:
@@ -280,6 +294,9 @@ class EventConsumer:
         self, record: ConsumerRecord[Any, Any]
     ) -> tuple[Envelope, DomainEvent] | None:
         """The record's envelope and event, or None once it was dead-lettered or skipped."""
+        if self._redriven_for_another_group(record):
+            self.metrics.redrives_skipped += 1
+            return None
         try:
             envelope = Envelope.model_validate_json(record.value or b"")
         except ValidationError as error:
@@ -295,6 +312,14 @@ class EventConsumer:
             return None
         self._count(record.topic, envelope.event_type)
         return envelope, event
+
+    def _redriven_for_another_group(self, record: ConsumerRecord[Any, Any]) -> bool:
+        """A record redriven from a DLQ is for the one group that failed it; the others
+        handled the original and must not see it twice."""
+        for name, value in record.headers or ():
+            if name == REDRIVE_GROUP_HEADER:
+                return (value or b"").decode("utf-8", "replace") != self.group_id
+        return False
 
     async def _resolve(self, record: ConsumerRecord[Any, Any]) -> None:
         decoded = await self._decode(record)
@@ -317,7 +342,7 @@ class EventConsumer:
                 f"{record.topic} process",
                 parent=context_from_headers(record.headers),
                 kind=SpanKind.CONSUMER,
-                attributes={"group": self.group, "event_type": envelope.event_type},
+                attributes={"group": self.group_id, "event_type": envelope.event_type},
             ):
                 await self._handle_in_context(record, envelope, event)
 
@@ -354,7 +379,7 @@ class EventConsumer:
             else:
                 self._observe(record.topic, envelope.event_type, "processed", started)
                 self.metrics.processed += 1
-                log.debug("handled %s in %s", envelope.event_type, self.group)
+                log.debug("handled %s in %s", envelope.event_type, self.group_id)
                 return
 
     async def _dead_letter(
@@ -374,6 +399,8 @@ class EventConsumer:
             source_offset=record.offset,
             failed_at=self.clock.now(),
             original_headers=[(name, value or b"") for name, value in record.headers or ()],
+            consumer_group=self.group_id,
+            service=self.service,
         )
         log.error(
             "dead-lettering %s[%s]@%s (%s): %s",
@@ -453,6 +480,7 @@ def subscribe_events(
     auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest",
     batch_handler: BatchHandler | None = None,
     max_records: int = MAX_BATCH_RECORDS,
+    service: str | None = None,
     **subscriber_options: Any,
 ) -> EventConsumer:
     """Register `handler` for the events of `topic` (one or several) in consumer group `group_id`.
@@ -466,8 +494,9 @@ def subscribe_events(
 
     Call before `broker.start()`. `partitions` is used only if FastStream has to create the
     topic (its own default would be a single partition). `subscriber_options` go to
-    `broker.subscriber` (e.g. `session_timeout_ms`). Returns the consumer, whose `metrics` a
-    /metrics route can read.
+    `broker.subscriber` (e.g. `session_timeout_ms`). `service` names the service in
+    dead-letter headers; by default the group's prefix (groups are `<service>.<purpose>`).
+    Returns the consumer, whose `metrics` a /metrics route can read.
     """
     topics = [topic] if isinstance(topic, str) else list(topic)
     consumer = EventConsumer(
@@ -479,7 +508,8 @@ def subscribe_events(
         dlq_retry=dlq_retry,
         clock=clock,
         batch_handler=batch_handler,
-        group=group_id,
+        group_id=group_id,
+        service=service if service is not None else group_id.split(".", 1)[0],
     )
     subscriber = broker.subscriber(
         *(Topic(name, num_partitions=partitions) for name in topics),
