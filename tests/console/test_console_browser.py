@@ -10,6 +10,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -66,7 +67,12 @@ def signed_in(browser: Browser) -> None:
 
 
 def wait_for_text(browser: Browser, *texts: str, timeout_s: float = 60) -> None:
-    WebDriverWait(browser.driver, timeout_s, poll_frequency=0.3).until(
+    WebDriverWait(
+        browser.driver,
+        timeout_s,
+        poll_frequency=0.3,
+        ignored_exceptions=(StaleElementReferenceException,),  # the page is being replaced
+    ).until(
         lambda _: all(text in browser.text() for text in texts),
         f"the page never showed all of {texts}",
     )
