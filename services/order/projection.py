@@ -111,7 +111,7 @@ def causal_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The entries ordered so that each follows its stream predecessor and its cause."""
 
     def key(entry: dict[str, Any]) -> tuple[str, str, int]:
-        return (entry["at"], entry["stream_id"], entry["stream_version"])
+        return (_sortable(entry["at"]), entry["stream_id"], entry["stream_version"])
 
     by_time = sorted(timeline, key=key)
     if _respects_causes(by_time):
@@ -149,6 +149,14 @@ def causal_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
         placed = {entry["event_id"] for entry in ordered}
         ordered.extend(sorted((e for e in timeline if e["event_id"] not in placed), key=key))
     return ordered
+
+
+def _sortable(at: str) -> str:
+    """An RFC 3339 UTC time that sorts as text: a whole second gets its `.000000`, or
+    `…:00Z` would sort after `…:00.004000Z` ('Z' is after '.')."""
+    if len(at) == 20 and at.endswith("Z"):
+        return at[:19] + ".000000Z"
+    return at
 
 
 def _respects_causes(ordered: list[dict[str, Any]]) -> bool:
