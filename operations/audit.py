@@ -18,7 +18,9 @@ not grow with the length of the log (a replay's output, the views, is the except
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -237,8 +239,25 @@ async def rebuild_views(
                 add(envelope)
             advance(len(commit.events))
 
-    await asyncio.gather(*(read(service, store) for service, store in stores.items()))
-    return dict(rebuilt.views())
+    with _cycle_collector_paused():
+        await asyncio.gather(*(read(service, store) for service, store in stores.items()))
+        return dict(rebuilt.views())
+
+
+@contextlib.contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """A rebuild keeps every timeline entry and view alive until it returns: millions of
+    containers, none in a reference cycle. Python's cycle collector would walk all of them on
+    every full collection, again and again as they grow (a profile of the replay benchmark
+    put a fifth of the rebuild's time there: 52,000 → 66,000 events/s without it), so it is
+    paused for the rebuild; their memory is freed by reference counting as usual."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass
