@@ -228,16 +228,16 @@ async def rebuild_views(
     stores interleave (each stream lives in one store, read in its order, and the view orders
     its timeline causally), so it equals a store-by-store rebuild."""
     rebuilt = OrderViewRebuild()
-    add = rebuilt.add
+    add = rebuilt.add_wire
 
     async def read(service: str, store: EventStore) -> None:
         own = STREAM_PREFIXES[service] + "-"
-        async for commit in store.read_all(batch_size=READ_BATCH):
-            if not commit.stream_id.startswith(own):
-                check_owner(service, commit.stream_id)
-            for envelope in commit.events:
-                add(envelope)
-            advance(len(commit.events))
+        async for stream_id, events in store.read_all_wire(batch_size=READ_BATCH):
+            if not stream_id.startswith(own):
+                check_owner(service, stream_id)
+            for wire in events:
+                add(wire)
+            advance(len(events))
 
     with _cycle_collector_paused():
         await asyncio.gather(*(read(service, store) for service, store in stores.items()))

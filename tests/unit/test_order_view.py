@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from itertools import permutations
 
+import orjson
+
 from services.order.projection import ORDER_VIEW, OrderViewRebuild, View, causal_order
 from shared.contracts.events import (
     LineItem,
@@ -145,11 +147,13 @@ def test_a_redelivered_event_changes_nothing() -> None:
 
 
 def rebuilt_at_once(envelopes: list[Envelope]) -> View:
-    rebuild = OrderViewRebuild()
+    rebuild, from_wire = OrderViewRebuild(), OrderViewRebuild()
     for item in envelopes:
         rebuild.add(item)
+        from_wire.add_wire(orjson.loads(orjson.dumps(item.wire())))  # as a store returns it
     ((order_id, view),) = rebuild.views()
     assert order_id == ORDER
+    assert dict(from_wire.views()) == {ORDER: view}, "the wire path folds the same view"
     return view
 
 
