@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -71,6 +71,15 @@ def _rfc3339(envelope: Envelope) -> str:
     return str(envelope.wire()["occurred_at"])
 
 
+def _wire_time(stored: str) -> str:
+    """A stored `occurred_at` as `_rfc3339` writes it. Stores write that very form (UTC, `Z`);
+    anything else (a store written by other means) is parsed and written again."""
+    if stored.endswith("Z") and len(stored) in (20, 27):
+        return stored
+    parsed = datetime.fromisoformat(stored).astimezone(UTC)
+    return orjson.dumps(parsed, option=orjson.OPT_UTC_Z).decode()[1:-1]
+
+
 class OrderViewRebuild:
     """Every order view of a log, folded once per order rather than once per event.
 
@@ -97,6 +106,33 @@ class OrderViewRebuild:
         applied[envelope.stream_id] = envelope.stream_version
         timeline.append(timeline_entry(envelope))
 
+    def add_wire(self, wire: dict[str, Any]) -> None:
+        """`add` for an event in its stored wire form (`EventStore.read_all_wire`): the same
+        entry, without an `Envelope` in between."""
+        order_id = wire["data"].get("order_id")
+        if not order_id:
+            return
+        known = self._orders.get(str(order_id))
+        if known is None:
+            known = self._orders[str(order_id)] = ([], {})
+        timeline, applied = known
+        stream_id, version = wire["stream_id"], wire["stream_version"]
+        if applied.get(stream_id, 0) >= version:
+            return
+        applied[stream_id] = version
+        timeline.append(
+            {
+                "at": _wire_time(wire["occurred_at"]),
+                "event_type": wire["event_type"],
+                "producer": wire["producer"],
+                "stream_id": stream_id,
+                "stream_version": version,
+                "event_id": wire["event_id"],
+                "causation_id": wire["causation_id"],
+                "data": wire["data"],
+            }
+        )
+
     def __len__(self) -> int:
         return len(self._orders)
 
@@ -111,7 +147,7 @@ def causal_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The entries ordered so that each follows its stream predecessor and its cause."""
 
     def key(entry: dict[str, Any]) -> tuple[str, str, int]:
-        return (entry["at"], entry["stream_id"], entry["stream_version"])
+        return (_sortable(entry["at"]), entry["stream_id"], entry["stream_version"])
 
     by_time = sorted(timeline, key=key)
     if _respects_causes(by_time):
@@ -151,21 +187,27 @@ def causal_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return ordered
 
 
+def _sortable(at: str) -> str:
+    """An RFC 3339 UTC time that sorts as text: a whole second gets its `.000000`, or
+    `…:00Z` would sort after `…:00.004000Z` ('Z' is after '.')."""
+    if len(at) == 20 and at.endswith("Z"):
+        return at[:19] + ".000000Z"
+    return at
+
+
 def _respects_causes(ordered: list[dict[str, Any]]) -> bool:
     """Every entry comes after its stream predecessor and its cause, where they are present."""
-    seen_ids: set[str] = set()
-    seen_versions: set[tuple[str, int]] = set()
-    present_ids = {entry["event_id"] for entry in ordered}
-    present_versions = {(entry["stream_id"], entry["stream_version"]) for entry in ordered}
-    for entry in ordered:
+    place_of_event = {entry["event_id"]: place for place, entry in enumerate(ordered)}
+    place_of_version = {
+        (entry["stream_id"], entry["stream_version"]): place for place, entry in enumerate(ordered)
+    }
+    for place, entry in enumerate(ordered):
         cause = entry.get("causation_id")
-        if cause and cause in present_ids and cause not in seen_ids:
+        if cause is not None and place_of_event.get(cause, -1) > place:
             return False
         predecessor = (entry["stream_id"], entry["stream_version"] - 1)
-        if predecessor in present_versions and predecessor not in seen_versions:
+        if place_of_version.get(predecessor, -1) > place:
             return False
-        seen_ids.add(entry["event_id"])
-        seen_versions.add((entry["stream_id"], entry["stream_version"]))
     return True
 
 

@@ -411,6 +411,16 @@ async def test_read_all_returns_every_commit_once_in_store_order(store: EventSto
     assert await all_commits(store, after_position=positions[-1]) == []
 
 
+async def test_read_all_wire_is_read_all_in_wire_form(store: EventStore) -> None:
+    for n in range(7):
+        await store.append(new_commit(f"order-{n % 3}", n // 3))
+
+    wire = [(stream, events) async for stream, events in store.read_all_wire(batch_size=3)]
+
+    expected = [(c.stream_id, [e.wire() for e in c.events]) for c in await all_commits(store)]
+    assert wire == expected
+
+
 async def test_commits_stay_unpublished_until_marked(store: EventStore) -> None:
     stored = [await store.append(new_commit(f"order-{n}", 0)) for n in range(4)]
 

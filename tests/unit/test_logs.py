@@ -92,7 +92,7 @@ async def test_a_handler_logs_with_the_event_it_handles(json_logs: Any) -> None:
         handler=handler,
         registry=default_registry(),
         dead_letters=NoDeadLetters(),
-        group="payment.reactions",
+        group_id="payment.reactions",
     )
 
     async def commit(offsets: Any) -> None:

@@ -80,7 +80,7 @@ def exported_sample_names() -> set[str]:
     }
     runtime = SimpleNamespace(
         name="x",
-        consumers=[SimpleNamespace(group="g", metrics=ConsumerMetrics())],
+        consumers=[SimpleNamespace(group_id="g", metrics=ConsumerMetrics())],
         registry=SimpleNamespace(unknown={"T": 1}),
         relay=SimpleNamespace(metrics=RelayMetrics()),
         scheduler=SimpleNamespace(metrics=TimerMetrics()),

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from itertools import permutations
 
-from services.order.projection import ORDER_VIEW, OrderViewRebuild, View
+import orjson
+
+from services.order.projection import ORDER_VIEW, OrderViewRebuild, View, causal_order
 from shared.contracts.events import (
     LineItem,
     OrderCancelled,
@@ -145,11 +147,13 @@ def test_a_redelivered_event_changes_nothing() -> None:
 
 
 def rebuilt_at_once(envelopes: list[Envelope]) -> View:
-    rebuild = OrderViewRebuild()
+    rebuild, from_wire = OrderViewRebuild(), OrderViewRebuild()
     for item in envelopes:
         rebuild.add(item)
+        from_wire.add_wire(orjson.loads(orjson.dumps(item.wire())))  # as a store returns it
     ((order_id, view),) = rebuild.views()
     assert order_id == ORDER
+    assert dict(from_wire.views()) == {ORDER: view}, "the wire path folds the same view"
     return view
 
 
@@ -169,3 +173,13 @@ def test_the_replays_one_fold_per_order_equals_folding_event_by_event() -> None:
     for story in (skewed, agreeing, [*skewed, skewed[1]]):
         assert rebuilt_at_once(story) == fold(story)
     assert rebuilt_at_once(skewed)["timeline"][-1]["event_type"] == "OrderCancelled"
+
+
+def test_a_whole_second_sorts_before_a_later_moment_of_the_same_second() -> None:
+    """Timestamps are compared as text; `…:00Z` (no fraction) once sorted after `…:00.004Z`."""
+    second = "2026-12-04T10:00:00"
+    entries = [
+        {"at": f"{second}.004000Z", "stream_id": "b", "stream_version": 1, "event_id": "late"},
+        {"at": f"{second}Z", "stream_id": "a", "stream_version": 1, "event_id": "early"},
+    ]
+    assert [e["event_id"] for e in causal_order(entries)] == ["early", "late"]

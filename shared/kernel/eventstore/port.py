@@ -157,6 +157,15 @@ class EventStore(ABC):
     def read_all(self, after_position: int = 0, batch_size: int = 500) -> AsyncIterator[Commit]:
         """Every commit once, in store order."""
 
+    async def read_all_wire(
+        self, batch_size: int = 500
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Every commit once, in store order, as (stream id, its events' wire forms): for bulk
+        readers that fold the data and never need `Envelope` objects (the replay). An adapter
+        may override it to skip building envelopes; the wire forms are the same either way."""
+        async for commit in self.read_all(batch_size=batch_size):
+            yield commit.stream_id, [envelope.wire() for envelope in commit.events]
+
     @abstractmethod
     def read_by_stream(self, batch_size: int = 500) -> AsyncIterator[Commit]:
         """Every commit once, stream after stream (in stream id order), each stream's commits in
