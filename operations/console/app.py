@@ -569,21 +569,26 @@ def _seller_routes(app: FastAPI, console: Console) -> None:
         )
 
 
+def _health_details(state: Any) -> dict[str, Any]:
+    """What a service's readiness answer reports, flat: its figures, then each check."""
+    if not isinstance(state, dict):
+        return {"answer": state}
+    details = {k: v for k, v in state.items() if k not in ("status", "service", "checks")}
+    details.update(state.get("checks") or {})
+    return details
+
+
 def _system_routes(app: FastAPI, console: Console) -> None:
     @app.get(f"{PREFIX}/health")
     async def health(request: Request) -> Response:
         session = await console.signed_in(request)
-        answer: Answer = await session.api.get("/health")
+        answer: Answer = await session.api.get("/health/ready")
         services = answer.body.get("services", {}) if isinstance(answer.body, dict) else {}
         rows = [
             {
                 "name": name,
-                "ready": isinstance(state, dict) and state.get("status") == "ok",
-                "details": (
-                    {k: v for k, v in state.items() if k not in ("status", "service")}
-                    if isinstance(state, dict)
-                    else {"answer": state}
-                ),
+                "ready": isinstance(state, dict) and state.get("status") in ("ok", "ready"),
+                "details": _health_details(state),
             }
             for name, state in services.items()
         ]
