@@ -167,7 +167,11 @@ def run_stack(settings: Settings, console: Console, *, demo_windows: bool = Fals
     try:
         server = uvicorn.Server(
             uvicorn.Config(
-                create_gateway(upstreams, settings=settings),
+                create_gateway(
+                    upstreams,
+                    # the console reads dead letters from the local broker
+                    settings=settings.model_copy(update={"broker_url": broker.bootstrap_servers}),
+                ),
                 host=settings.http_host,
                 port=port,
                 log_level="warning",

@@ -33,6 +33,14 @@ from operations.audit import audit_order
 from operations.catalog import SERVICES
 from operations.console.api import Answer, ServiceApi
 from operations.console.charts import points_history, step_chart
+from operations.deadletters import (
+    DeadLetterError,
+    Filters,
+    find,
+    list_dead_letters,
+    purge,
+    redrive,
+)
 from operations.identities import EXAMPLE_USERS
 from operations.stores import (
     StoreSelectionError,
@@ -40,9 +48,11 @@ from operations.stores import (
     open_service_stores,
     service_store_urls,
 )
+from shared.contracts.events import TOPICS
 from shared.kernel.auth import Caller, InvalidToken, Role
 from shared.kernel.clock import SystemClock, utc
 from shared.kernel.http import problem_response
+from shared.kernel.messaging import make_producer
 from shared.kernel.settings import Settings
 
 log = logging.getLogger("yellowcart.console")
@@ -55,7 +65,6 @@ EXAMPLE_TOKEN_TTL = timedelta(hours=12)
 SESSION_MAX_AGE_S = 12 * 3600
 QUEUE_STATUSES = ("under_review", "approved", "rejected", "closed", "all")
 SELLER_REASONS = ("out_of_stock", "cannot_ship")
-DEAD_LETTER_WORKBENCH = False  # no `yellowcart dlq` module on main when the console was built
 
 
 def is_console_path(path: str) -> bool:
@@ -569,6 +578,24 @@ def _seller_routes(app: FastAPI, console: Console) -> None:
         )
 
 
+def _operators_only(session: Session) -> dict[str, Any] | None:
+    """Dead letters carry every service's messages: they are for operators."""
+    if session.caller.role is Role.OPERATOR:
+        return None
+    return {"status": 403, "title": "Forbidden", "detail": "dead letters are for operators"}
+
+
+def _age(failed_at: str, now: datetime) -> str:
+    try:
+        seconds = (now - datetime.fromisoformat(failed_at.replace("Z", "+00:00"))).total_seconds()
+    except ValueError:
+        return "?"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{max(seconds, 0):.0f} s"
+
+
 def _health_details(state: Any) -> dict[str, Any]:
     """What a service's readiness answer reports, flat: its figures, then each check."""
     if not isinstance(state, dict):
@@ -597,8 +624,57 @@ def _system_routes(app: FastAPI, console: Console) -> None:
         )
 
     @app.get(f"{PREFIX}/dead-letters")
-    async def dead_letters(request: Request) -> Response:
+    async def dead_letters(request: Request, group: str = "", done: str = "") -> Response:
         session = await console.signed_in(request)
+        forbidden = _operators_only(session)
+        if forbidden is not None:
+            return console.problem(request, forbidden, session)
+        filters = Filters(group=group or None, include_done=bool(done))
+        now = console.clock.now()
+        try:
+            letters = await list_dead_letters(console.settings.broker_url, TOPICS, filters, now)
+        except Exception:  # the broker is down: say so on the page, never a 5xx
+            log.warning("dead letters could not be read", exc_info=True)
+            letters, unreadable = [], True
+        else:
+            unreadable = False
+        rows = [
+            {**letter.summary(), "age": _age(letter.failed_at, now)}
+            for letter in sorted(letters, key=lambda letter: letter.failed_at)
+        ]
         return console.page(
-            request, "dead_letters.html", session=session, available=DEAD_LETTER_WORKBENCH
+            request,
+            "dead_letters.html",
+            session=session,
+            rows=rows,
+            unreadable=unreadable,
+            filters={"group": group, "done": bool(done)},
         )
+
+    @app.post(f"{PREFIX}/dead-letters/action")
+    async def dead_letter_action(request: Request) -> Response:
+        session = await console.signed_in(request)
+        form = await checked_form(request)
+        forbidden = _operators_only(session)
+        if forbidden is not None:
+            return console.problem(request, forbidden, session)
+        action, letter_id = _form_text(form, "action"), _form_text(form, "letter_id")
+        if action not in ("redrive", "purge"):
+            invalid = {"status": 422, "title": "Invalid request", "detail": "redrive or purge"}
+            return console.problem(request, invalid, session)
+        try:
+            letter = await find(console.settings.broker_url, letter_id)
+            producer = make_producer(console.settings)
+            await producer.start()
+            try:
+                act = redrive if action == "redrive" else purge
+                by = f"console:{session.caller.sub}"
+                await act(producer, [letter], by=by, clock=console.clock, dry_run=False)
+            finally:
+                await producer.stop()
+        except DeadLetterError as refused:
+            conflict = {"status": 409, "title": "Conflict", "detail": str(refused)}
+            return console.problem(request, conflict, session)
+        verb = "redriven to its group" if action == "redrive" else "purged"
+        request.session["flash"] = f"Dead letter {letter_id} {verb}."
+        return RedirectResponse(f"{PREFIX}/dead-letters", status_code=303)

@@ -35,11 +35,17 @@ def _require_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def system_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the module's `yellowcart up` keeps its data (`var/up.json` names its broker)."""
+    return tmp_path_factory.mktemp("console")
+
+
+@pytest.fixture(scope="module")
+def system(system_root: Path) -> Iterator[str]:
     """`yellowcart up` on a port and data directory of its own, shared by one module's tests
     (each makes orders of its own) and stopped after them, so it does not idle through the
     rest of the suite; yields its base URL."""
-    root = tmp_path_factory.mktemp("console")
+    root = system_root
     port = free_port()
     up = start_up(root / "var", port)
     base_url = f"http://127.0.0.1:{port}"

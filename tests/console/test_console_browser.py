@@ -4,17 +4,22 @@ without its CSRF token is refused. Every page is checked with axe-core and photo
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from operations.demo.client import Api
+from shared.contracts.events import PAYMENT_TOPIC
 from shared.kernel.auth import Role
 from shared.kernel.settings import Settings
 from tests.console.conftest import Browser
@@ -190,7 +195,7 @@ def test_operator_approves_a_filing_and_watches_refund_and_penalty_arrive_live(
     assert browser.text().count("not ready") == 0 and "Every service is ready." in browser.text()
     browser.check_page("health")
     browser.open("/console/dead-letters")
-    assert "yellowcart dlq list" in browser.text()
+    assert "yellowcart dlq" in browser.text()
     browser.check_page("dead-letters")
 
 
@@ -249,3 +254,39 @@ def test_the_order_page_shows_new_events_without_a_reload_and_reads_on_a_phone(
     viewport = phone.driver.execute_script("return window.innerWidth;")
     assert width <= viewport, f"the page scrolls sideways on a phone ({width} > {viewport})"
     phone.check_page("order-phone")
+
+
+def test_an_operator_purges_a_dead_letter_from_the_console(
+    browser: Browser, system_root: Path
+) -> None:
+    """A malformed record on a topic is dead-lettered by each group consuming it; the page
+    lists them with their group and error, and a purge (with its CSRF token) retires one."""
+    broker = json.loads((system_root / "var" / "up.json").read_text())["broker"]
+    poison = f"not an envelope {uuid4().hex}".encode()
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker)
+        await producer.start()
+        try:
+            await producer.send_and_wait(PAYMENT_TOPIC, poison, key=b"poison")
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    sign_in_as_example(browser, "operator:operator-1")
+    deadline = time.monotonic() + 60
+    while True:
+        browser.open("/console/dead-letters")
+        if PAYMENT_TOPIC in browser.text() and "Purge" in browser.text():
+            break
+        assert time.monotonic() < deadline, browser.text()
+        time.sleep(1)
+    browser.check_page("dead-letters-listed")
+    listed = browser.text().count("Purge")
+    group = browser.driver.find_element(By.CSS_SELECTOR, "tbody tr td:nth-child(2)").text
+    browser.driver.find_element(By.CSS_SELECTOR, "button[value=purge]").click()
+    wait_for_text(browser, "purged")
+    browser.open("/console/dead-letters")
+    assert browser.text().count("Purge") == listed - 1, "one letter retired, the others kept"
+    browser.open(f"/console/dead-letters?group={group}&done=1")
+    assert "purged" in browser.text(), "a purged letter is still shown with its state"
