@@ -18,6 +18,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 from uuid import uuid4
 
@@ -150,10 +151,13 @@ def create_service_app(
         if republish_on_start:
             count = await republish(store, sender)
             log.info("%s republished %d commits to a fresh broker", spec.name, count)
-        runtime.relay = OutboxRelay(store, sender, clock, owner)
+        lease_ttl = timedelta(seconds=settings.lease_ttl_s)
+        runtime.relay = OutboxRelay(store, sender, clock, owner, lease_ttl=lease_ttl)
         tasks = [asyncio.create_task(runtime.relay.run(settings.relay_interval_s, stop))]
         if wiring.on_timer is not None:
-            runtime.scheduler = TimerScheduler(store, clock, wiring.on_timer, owner)
+            runtime.scheduler = TimerScheduler(
+                store, clock, wiring.on_timer, owner, lease_ttl=lease_ttl
+            )
             tasks.append(
                 asyncio.create_task(runtime.scheduler.run(settings.timer_interval_s, stop))
             )
