@@ -61,7 +61,7 @@ from pydantic import ValidationError
 from shared.kernel.clock import Clock, SystemClock, to_rfc3339
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.events.registry import EventRegistry
-from shared.kernel.eventstore.port import DuplicateCausation
+from shared.kernel.eventstore.port import DuplicateCausation, StoreUnavailable
 from shared.kernel.messaging.kafka import Headers, RecordSender, as_sender, send_and_wait
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ class ConsumerMetrics:
     unknown_types: int = 0
     dlq_publish_failures: int = 0
     commit_failures: int = 0
+    store_unavailable: int = 0  # handler attempts that found the store down (never DLQ'd)
 
 
 def dead_letter_headers(
@@ -181,6 +182,8 @@ class EventConsumer:
         self.dlq_retry = dlq_retry or RetryPolicy(first_delay_s=0.1, max_delay_s=5.0)
         self.clock: Clock = clock or SystemClock()
         self.metrics = ConsumerMetrics()
+        self.store_retry = RetryPolicy(first_delay_s=0.1, max_delay_s=2.0)
+        self.waiting_for_store = False  # paused on a record because the store is unavailable
         self._sleep = sleep
 
     async def process(
@@ -268,13 +271,31 @@ class EventConsumer:
     async def _handle(
         self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
     ) -> None:
-        for attempt in range(1, self.retry.attempts + 1):
+        attempt, store_failures = 0, 0
+        while attempt < self.retry.attempts:
             try:
                 await self.handler(envelope, event)
             except DuplicateCausation:
                 self.metrics.duplicates += 1
+                self.waiting_for_store = False
                 return
+            except StoreUnavailable:
+                # The event is valid; our store is not: pause on this record and try it again
+                # until the store answers. It is never dead-lettered for this.
+                store_failures += 1
+                self.metrics.store_unavailable += 1
+                self.waiting_for_store = True
+                log.warning(
+                    "store unavailable handling %s %s (%d times); pausing on this record",
+                    envelope.event_type,
+                    envelope.event_id,
+                    store_failures,
+                    exc_info=store_failures == 1,
+                )
+                await self._sleep(self.store_retry.delay(store_failures))
+                continue
             except Exception as error:
+                attempt += 1
                 if attempt == self.retry.attempts:
                     await self._dead_letter(
                         record, error, reason="handler_failed", attempts=attempt
@@ -292,6 +313,7 @@ class EventConsumer:
                 await self._sleep(self.retry.delay(attempt))
             else:
                 self.metrics.processed += 1
+                self.waiting_for_store = False
                 return
 
     async def _dead_letter(
