@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from uuid import uuid4
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 
 from shared.kernel.clock import Clock, SystemClock
@@ -34,6 +37,7 @@ from shared.kernel.messaging import (
     BatchHandler,
     EventConsumer,
     EventHandler,
+    RecordSender,
     as_sender,
     make_kafka_broker,
     subscribe_events,
@@ -95,6 +99,48 @@ class Runtime:
     consumers: list[EventConsumer] = field(default_factory=list)
     relay: OutboxRelay | None = None
     scheduler: TimerScheduler | None = None
+    consuming: bool = False  # every consumer group joined (they join after the port opens)
+    republishing: bool = False  # re-sending the store to a fresh broker, in the background
+
+
+async def _start_consuming(broker: KafkaBroker, runtime: Runtime, service: str) -> None:
+    """Start every subscriber at once (FastStream's `start` starts them one after another,
+    each waiting for its group join). If one cannot start, the process is asked to stop, so
+    that its supervisor starts it afresh rather than it serving without consumers."""
+    started = time.monotonic()
+    try:
+        await asyncio.gather(*(subscriber.start() for subscriber in broker.subscribers))
+        for publisher in broker.publishers:
+            await publisher.start()
+    except Exception:
+        log.exception("%s could not start its consumers; stopping for a restart", service)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    broker.running = True
+    runtime.consuming = True
+    log.info("%s consuming after %.2f s", service, time.monotonic() - started)
+
+
+async def _republish_while_serving(store: EventStore, sender: RecordSender, service: str) -> None:
+    """Re-emit every stored commit (the broker lost them all), 500 at a time, each batch
+    acknowledged before the next; consumers deduplicate what they had already handled."""
+    started = time.monotonic()
+    delay = 0.5
+    while True:
+        try:
+            count = await republish(store, sender)
+        except Exception:
+            log.exception("%s: re-sending the store failed; again in %.1f s", service, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        log.info(
+            "%s republished %d events to a fresh broker in %.1f s",
+            service,
+            count,
+            time.monotonic() - started,
+        )
+        return
 
 
 @dataclass(frozen=True)
@@ -146,11 +192,15 @@ def create_service_app(
             )
         owner = process_owner(spec.name, settings.instance_id)
         stop = asyncio.Event()
-        await broker.start()
+        await broker.connect()  # the producer: commands and the relay need only this
         sender = as_sender(broker)
+        # Serve at once: consumer groups join in the background, all at the same time, and
+        # a re-send after a broker loss runs in bounded batches while the service serves.
+        background = [asyncio.create_task(_start_consuming(broker, runtime, spec.name))]
         if republish_on_start:
-            count = await republish(store, sender)
-            log.info("%s republished %d commits to a fresh broker", spec.name, count)
+            background.append(
+                asyncio.create_task(_republish_while_serving(store, sender, spec.name))
+            )
         lease_ttl = timedelta(seconds=settings.lease_ttl_s)
         runtime.relay = OutboxRelay(store, sender, clock, owner, lease_ttl=lease_ttl)
         tasks = [asyncio.create_task(runtime.relay.run(settings.relay_interval_s, stop))]
@@ -167,6 +217,9 @@ def create_service_app(
             yield
         finally:
             stop.set()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, timeout=5)
