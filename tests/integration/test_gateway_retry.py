@@ -13,6 +13,7 @@ import uvicorn
 
 from operations.gateway import RETRY_AFTER_CONNECT_FAILURE_S, Gateway, RouteTable
 from operations.localbroker import free_port
+from tests.conftest import eventually
 
 ROUTES = RouteTable([("/orders/{order_id}", "order", ["GET"]), ("/orders", "order", ["POST"])])
 
@@ -62,8 +63,7 @@ async def gateway_and_upstream() -> AsyncIterator[tuple[httpx.AsyncClient, LateU
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(gateway, port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
+    await eventually(lambda: server.started, what="the gateway to listen")
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             yield client, upstream
