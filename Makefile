@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test fuzz lint typecheck format run up demo bench bench-store bench-load bench-drain clean
+.PHONY: install test chaos fuzz lint typecheck format run up demo bench bench-store bench-load bench-drain clean
 
 install: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/pytest -q
+
+# kills every process of `yellowcart up` under a steady flow; prints recovery times (~2-3 min)
+chaos: install
+	$(BIN)/python -m tests.chaos
 
 fuzz: install
 	$(BIN)/python -m tests.fuzz.gateway

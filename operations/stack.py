@@ -100,6 +100,7 @@ def _write_state(
     state = {
         "base_url": base_url,
         "broker": broker.bootstrap_servers,
+        "broker_pid": broker.pid,
         "pid": os.getpid(),
         "services": {
             child.name: {
@@ -183,7 +184,7 @@ def run_stack(settings: Settings, console: Console, *, demo_windows: bool = Fals
             _banner(console, base_url, settings, broker.bootstrap_servers)
         else:
             console.print(f"[red]some services did not become healthy; see {data_dir}/logs[/]")
-        while not stop.wait(0.5):
+        while not stop.wait(0.2):
             if not broker.running:
                 console.print(
                     "[yellow]the local broker died; restarting it on its port, and every "

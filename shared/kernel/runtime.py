@@ -169,6 +169,7 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opening = time.monotonic()
         url = settings.store_url_for(spec.name)
         store = await open_event_store(url)
         documents = await open_document_store(url)
@@ -213,6 +214,9 @@ def create_service_app(
             )
         app.state.runtime = runtime
         app.state.context = wiring.context
+        log.info(
+            "%s serving %.2f s after its lifespan began", spec.name, time.monotonic() - opening
+        )
         try:
             yield
         finally:
