@@ -121,11 +121,13 @@ async def _start_consuming(broker: KafkaBroker, runtime: Runtime, service: str) 
     log.info("%s consuming after %.2f s", service, time.monotonic() - started)
 
 
-async def _republish_while_serving(store: EventStore, sender: RecordSender, service: str) -> None:
+async def _republish_while_serving(runtime: Runtime, sender: RecordSender) -> None:
     """Re-emit every stored commit (the broker lost them all), 500 at a time, each batch
     acknowledged before the next; consumers deduplicate what they had already handled."""
+    store, service = runtime.store, runtime.name
     started = time.monotonic()
     delay = 0.5
+    runtime.republishing = True
     while True:
         try:
             count = await republish(store, sender)
@@ -134,6 +136,7 @@ async def _republish_while_serving(store: EventStore, sender: RecordSender, serv
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
             continue
+        runtime.republishing = False
         log.info(
             "%s republished %d events to a fresh broker in %.1f s",
             service,
@@ -199,9 +202,7 @@ def create_service_app(
         # a re-send after a broker loss runs in bounded batches while the service serves.
         background = [asyncio.create_task(_start_consuming(broker, runtime, spec.name))]
         if republish_on_start:
-            background.append(
-                asyncio.create_task(_republish_while_serving(store, sender, spec.name))
-            )
+            background.append(asyncio.create_task(_republish_while_serving(runtime, sender)))
         lease_ttl = timedelta(seconds=settings.lease_ttl_s)
         runtime.relay = OutboxRelay(store, sender, clock, owner, lease_ttl=lease_ttl)
         tasks = [asyncio.create_task(runtime.relay.run(settings.relay_interval_s, stop))]
