@@ -102,6 +102,11 @@ class Runtime:
     consuming: bool = False  # every consumer group joined (they join after the port opens)
     republishing: bool = False  # re-sending the store to a fresh broker, in the background
 
+    @property
+    def paused_on_store(self) -> bool:
+        """Some consumer is paused on a record because the store is unavailable (readiness)."""
+        return any(consumer.waiting_for_store for consumer in self.consumers)
+
 
 async def _start_consuming(broker: KafkaBroker, runtime: Runtime, service: str) -> None:
     """Start every subscriber at once (FastStream's `start` starts them one after another,
