@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -110,17 +109,29 @@ class Runtime:
 
 async def _start_consuming(broker: KafkaBroker, runtime: Runtime, service: str) -> None:
     """Start every subscriber at once (FastStream's `start` starts them one after another,
-    each waiting for its group join). If one cannot start, the process is asked to stop, so
-    that its supervisor starts it afresh rather than it serving without consumers."""
+    each waiting for its group join). One that cannot start (the broker went away meanwhile)
+    is tried again with backoff; `runtime.consuming` says when all of them run."""
     started = time.monotonic()
-    try:
-        await asyncio.gather(*(subscriber.start() for subscriber in broker.subscribers))
-        for publisher in broker.publishers:
-            await publisher.start()
-    except Exception:
-        log.exception("%s could not start its consumers; stopping for a restart", service)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
+    pending, failures = list(broker.subscribers), 0
+    while pending:
+        results = await asyncio.gather(
+            *(subscriber.start() for subscriber in pending), return_exceptions=True
+        )
+        errors = [result for result in results if isinstance(result, Exception)]
+        pending = [s for s, r in zip(pending, results, strict=True) if isinstance(r, Exception)]
+        if pending:
+            failures += 1
+            delay = min(0.5 * 2**failures, 10.0)
+            log.error(
+                "%s: %d consumer(s) could not start (%r); again in %.1f s",
+                service,
+                len(pending),
+                errors[0],
+                delay,
+            )
+            await asyncio.sleep(delay)
+    for publisher in broker.publishers:
+        await publisher.start()
     broker.running = True
     runtime.consuming = True
     log.info("%s consuming after %.2f s", service, time.monotonic() - started)
