@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -397,6 +398,8 @@ def main() -> int:
     problems = len(failed) + len(broken) + len(slow)
     checks = len(flow.outcomes) + len(recoveries) + 1
     print(f"chaos: {checks - problems} passed, {problems} failed")
+    if not problems and arguments.data_dir is None:
+        shutil.rmtree(data_dir, ignore_errors=True)  # kept, with its logs, when something failed
     return 1 if problems else 0
 
 
