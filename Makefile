@@ -19,7 +19,7 @@ test: install
 
 # kills every process of `yellowcart up` under a steady flow; prints recovery times (~2-3 min)
 chaos: install
-	$(BIN)/python -m tests.chaos
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 fuzz: install
 	$(BIN)/python -m tests.fuzz.gateway
