@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test fuzz lint typecheck format run up demo bench bench-store bench-load \
-	bench-drain bench-replay clean lock deploy-check compose-smoke
+.PHONY: install test chaos fuzz lint typecheck format run up demo bench bench-store \
+	bench-load bench-drain bench-replay clean lock deploy-check compose-smoke
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/pytest -q
+
+# kills every process of `yellowcart up` under a steady flow; prints recovery times (~2-3 min)
+chaos: install
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 fuzz: install
 	$(BIN)/python -m tests.fuzz.gateway

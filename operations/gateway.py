@@ -26,6 +26,7 @@ keep-alive pool per service); only the gateway's own routes (`/health`, `/metric
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -95,6 +96,7 @@ _ENCODED_SEPARATOR = re.compile(rb"%(2f|5c|00)", re.IGNORECASE)
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=2)
 ONE_PIECE_BYTES = 256 * 1024
+RETRY_AFTER_CONNECT_FAILURE_S = 0.5  # a restarting service opens its port within seconds
 """Bodies up to this size are passed in one piece; larger ones stream chunk by chunk."""
 
 
@@ -258,13 +260,7 @@ class Gateway:
         if first.get("more_body", False):
             body = _rest_of_body(first.get("body", b""), receive)
         try:
-            async with self.session.request(
-                scope["method"],
-                URL(url, encoded=True),
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-            ) as answer:
+            async with await self._request(scope["method"], url, body, headers) as answer:
                 out = [
                     (name.lower().encode("latin-1"), value.encode("latin-1"))
                     for name, value in answer.headers.items()
@@ -300,6 +296,49 @@ class Gateway:
             )
             await unavailable(scope, receive, send)
             return 503
+
+    # --- one retry of an idempotent request whose upstream connection failed -----------------
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | AsyncIterator[bytes],
+        headers: list[tuple[str, str]],
+    ) -> aiohttp.ClientResponse:
+        """Send the request upstream. When the connection cannot even be made (nothing reached
+        the service: it is restarting) and the request is idempotent — a GET or HEAD, or a
+        request with an `Idempotency-Key` and a body already read — it is tried once more
+        after a short wait; otherwise, or if that fails too, the caller answers 503."""
+        assert self.session is not None
+        try:
+            return await self._send(method, url, body, headers)
+        except aiohttp.ClientConnectorError:
+            if not _idempotent(method, body, headers):
+                raise
+            await asyncio.sleep(RETRY_AFTER_CONNECT_FAILURE_S)
+            return await self._send(method, url, body, headers)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        body: bytes | AsyncIterator[bytes],
+        headers: list[tuple[str, str]],
+    ) -> aiohttp.ClientResponse:
+        assert self.session is not None
+        return await self.session.request(
+            method, URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
+        )
+
+
+def _idempotent(
+    method: str, body: bytes | AsyncIterator[bytes], headers: list[tuple[str, str]]
+) -> bool:
+    if method in ("GET", "HEAD"):
+        return True
+    keyed = any(name.lower() == "idempotency-key" for name, _ in headers)
+    return keyed and isinstance(body, bytes)
 
 
 async def _rest_of_body(first: bytes, receive: Receive) -> AsyncIterator[bytes]:

@@ -99,6 +99,8 @@ class LocalBroker:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def _spawn(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            self._reap()  # it died (killed, crashed): it may be started again, on its port
         if self._process is not None:
             raise LocalBrokerError("the local broker is already started")
         if self.port is None:

@@ -1,10 +1,13 @@
 """`yellowcart up`: the whole system on its embedded default, as separate processes.
 
 The local broker keeps messages in memory, so a new `up` starts with an empty broker while the
-SQLite stores under the data directory keep every event. Each service therefore re-emits its
-stored events when it starts (`serve --republish-on-start`); consumers deduplicate (causation
-ids in the stores, stream versions in the views), so nothing is lost and nothing happens twice.
-If the broker itself dies it is restarted on the same port and every service with it.
+SQLite stores under the data directory keep every event. Whenever the broker is new — at the
+start of `up`, and after the broker died and was restarted on its port — every service is
+(re)started with `serve --republish-on-start`: it serves at once and re-emits its stored
+commits in the background, in acknowledged batches; consumers deduplicate (causation ids in
+the stores, stream versions in the views), so nothing is lost and nothing happens twice. A
+service that crashes while the broker lives is restarted without any re-send: the broker
+still holds what it published.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -27,12 +31,13 @@ from rich.console import Console
 from operations.catalog import SERVICES
 from operations.gateway import create_gateway
 from operations.identities import EXAMPLE_USERS
-from operations.localbroker import LocalBroker, create_topics, free_port
+from operations.localbroker import LocalBroker, LocalBrokerError, create_topics, free_port
 from operations.supervisor import Child, Supervisor, answers_health
 from shared.contracts.events import TOPICS
 from shared.kernel.clock import SystemClock
 from shared.kernel.settings import Settings
 
+log = logging.getLogger(__name__)
 SHORT_WINDOW = "PT4S"
 DEMO_WINDOWS_ENV = {
     # e-wallets get a few seconds so the deadline scenarios finish quickly; bank transfers keep
@@ -44,6 +49,12 @@ DEMO_WINDOWS_ENV = {
 }
 
 
+REPUBLISH = "--republish-on-start"
+# A killed service's consumers hold their partitions until their session times out: 3 s
+# (Tansu answers a join after about half of it) keeps a restart's rebalance short.
+SESSION_TIMEOUT_MS = "3000"
+
+
 def _children(
     data_dir: Path, broker_url: str, ports: Mapping[str, int], extra_env: Mapping[str, str]
 ) -> list[Child]:
@@ -52,6 +63,7 @@ def _children(
         "YELLOWCART_KAFKA_IDEMPOTENCE": "false",
         "YELLOWCART_DATA_DIR": str(data_dir),
         "YELLOWCART_ENVIRONMENT": "embedded",
+        "YELLOWCART_CONSUMER_SESSION_TIMEOUT_MS": SESSION_TIMEOUT_MS,
         **extra_env,
     }
     return [
@@ -65,7 +77,7 @@ def _children(
                 name,
                 "--port",
                 str(ports[name]),
-                "--republish-on-start",
+                REPUBLISH,
             ],
             env={**env, "YELLOWCART_INSTANCE_ID": f"embedded-{name}"},
             log_path=data_dir / "logs" / f"{name}.log",
@@ -74,12 +86,20 @@ def _children(
     ]
 
 
+def _republish_on_next_start(supervisor: Supervisor, republish: bool) -> None:
+    """Whether the children's next start re-emits their stores (only to a new broker)."""
+    for child in supervisor.children:
+        argv = [arg for arg in child.argv if arg != REPUBLISH]
+        child.argv = [*argv, REPUBLISH] if republish else argv
+
+
 def _write_state(
     path: Path, base_url: str, broker: LocalBroker, sup: Supervisor, ports: Mapping[str, int]
 ) -> None:
     state = {
         "base_url": base_url,
         "broker": broker.bootstrap_servers,
+        "broker_pid": broker.pid,
         "pid": os.getpid(),
         "services": {
             child.name: {
@@ -102,6 +122,26 @@ def _wait_healthy(ports: Mapping[str, int], timeout_s: float, stop: threading.Ev
                 del pending[name]
         time.sleep(0.2)
     return not pending
+
+
+def _restart_broker(broker: LocalBroker, supervisor: Supervisor) -> None:
+    """A new, empty broker on the same port; the services restart and re-send their stores
+    while serving (their consumers would otherwise wait on offsets the new broker lacks)."""
+    started = time.monotonic()
+    grace, supervisor.grace_s = supervisor.grace_s, 2.0  # they cannot flush to a dead broker
+    supervisor.stop()
+    supervisor.grace_s = grace
+    while True:
+        try:
+            broker.start_sync()
+            break
+        except LocalBrokerError:  # the port may still be held for a moment
+            time.sleep(0.5)
+    asyncio.run(create_topics(broker.bootstrap_servers, [*TOPICS, *(f"{t}.dlq" for t in TOPICS)]))
+    _republish_on_next_start(supervisor, True)
+    supervisor.start()
+    _republish_on_next_start(supervisor, False)
+    log.warning("broker restarted with every service in %.1f s", time.monotonic() - started)
 
 
 def _banner(
@@ -140,6 +180,7 @@ def run_stack(settings: Settings, console: Console, *, demo_windows: bool = Fals
     ports = {name: free_port() for name in SERVICES}
     supervisor = Supervisor(_children(data_dir, broker.bootstrap_servers, ports, extra_env))
     supervisor.start()
+    _republish_on_next_start(supervisor, False)
     base_url = f"http://127.0.0.1:{port}"
     state_file = data_dir / "up.json"
     stop = threading.Event()
@@ -149,13 +190,13 @@ def run_stack(settings: Settings, console: Console, *, demo_windows: bool = Fals
             _banner(console, base_url, settings, broker.bootstrap_servers, ports)
         else:
             console.print(f"[red]some services did not become healthy; see {data_dir}/logs[/]")
-        while not stop.wait(0.5):
+        while not stop.wait(0.2):
             if not broker.running:
-                console.print("[yellow]the local broker died; restarting it and every service[/]")
-                supervisor.stop()
-                broker.start_sync()
-                asyncio.run(create_topics(broker.bootstrap_servers, TOPICS))
-                supervisor.start()
+                console.print(
+                    "[yellow]the local broker died; restarting it on its port, and every "
+                    "service with a re-send of its store[/]"
+                )
+                _restart_broker(broker, supervisor)
             for name in supervisor.check():
                 console.print(f"[yellow]{name} exited and was restarted[/]")
             _write_state(state_file, base_url, broker, supervisor, ports)

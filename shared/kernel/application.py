@@ -32,6 +32,7 @@ from shared.kernel.eventstore.port import (
     DueTimer,
     DuplicateCausation,
     EventStore,
+    Fence,
     NewCommit,
     NewTimer,
     StreamNotFound,
@@ -56,6 +57,7 @@ class Cause:
     correlation_id: str
     at: datetime
     what: str
+    fence: Fence | None = None  # a fired timer's lease: its effect is stored only under it
 
     @classmethod
     def event(cls, handler: str, envelope: Envelope, at: datetime) -> Cause:
@@ -63,7 +65,7 @@ class Cause:
 
     @classmethod
     def timer(cls, handler: str, timer: DueTimer, correlation_id: str, at: datetime) -> Cause:
-        return cls(handler, timer.timer_id, correlation_id, at, timer.name)
+        return cls(handler, timer.timer_id, correlation_id, at, timer.name, timer.fence)
 
 
 class Repository(Generic[A]):
@@ -133,6 +135,7 @@ class Repository(Generic[A]):
         correlation_id: str,
         causation_id: str | None = None,
         handler: str = "",
+        fence: Fence | None = None,
     ) -> Commit | None:
         """Store what the aggregate recorded as one commit, every event stamped `at`; None when
         it recorded nothing."""
@@ -177,6 +180,7 @@ class Repository(Generic[A]):
                         timers=timers,
                         handler=handler,
                         trace_context=current_traceparent(),
+                        fence=fence,
                     )
                 )
             outcome = "stored"
@@ -222,6 +226,7 @@ async def handle_event(
                 correlation_id=cause.correlation_id,
                 causation_id=cause.causation_id,
                 handler=cause.handler,
+                fence=cause.fence,
             )
         except DuplicateCausation:
             log.info("%s already handled %s", cause.handler, cause.causation_id)

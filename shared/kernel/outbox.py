@@ -8,8 +8,12 @@ the event it handled under a unique key, so at-least-once delivery has exactly-o
 
 Only one relay per store works at a time, whatever the number of replicas: each run takes or
 renews a lease in the store (`try_lease`), so two relays do not race to publish the same
-commits. A relay that loses its lease mid-batch (a pause longer than the TTL) can publish a
-batch twice; that is the same harmless duplicate as a crash.
+commits. The lease is fenced: its marks carry the lease's epoch and are stored only while the
+lease is still at that epoch (checked in the same write). A relay paused past the TTL
+(SIGSTOP, a GC pause) re-asks for its lease before its next batch (its renewal is due by the
+wall clock) and, refused, sends nothing; one paused between that check and its sends can send
+that one batch again — Kafka has no fence a Tansu broker honours — and its marks are then
+refused (`metrics.fenced`, logged): the same harmless duplicate as a crash.
 
 Ordering: records of one key go to one partition, and the producer keeps a partition's records
 in send order. When a send fails, nothing of that stream after the failed commit is marked
@@ -31,7 +35,7 @@ from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 
 from shared.kernel.clock import Clock
-from shared.kernel.eventstore.port import Commit, EventStore
+from shared.kernel.eventstore.port import Commit, EventStore, Fence, LeaseLost
 from shared.kernel.messaging.consumer import RetryPolicy
 from shared.kernel.messaging.kafka import RecordSender, as_sender
 from shared.kernel.tracing import continued_span, trace_headers
@@ -73,6 +77,7 @@ class RelayMetrics:
     published: int = 0
     runs_without_lease: int = 0
     failures: int = 0
+    fenced: int = 0  # marks refused because another replica had taken the lease over
 
 
 class OutboxRelay:
@@ -83,7 +88,7 @@ class OutboxRelay:
         clock: Clock,
         owner: str,
         lease_name: str = "outbox",
-        lease_ttl: timedelta = timedelta(seconds=15),
+        lease_ttl: timedelta = timedelta(seconds=3),
         batch_size: int = 500,
         backoff: RetryPolicy | None = None,
     ) -> None:
@@ -97,18 +102,17 @@ class OutboxRelay:
         self.backoff = backoff or RetryPolicy(first_delay_s=0.1, max_delay_s=5.0)
         self.metrics = RelayMetrics()
         self._lease_until: datetime | None = None
+        self._fence: Fence | None = None
 
-    async def _hold_lease(self) -> bool:
+    async def _hold_lease(self) -> Fence | None:
         """Take or renew the lease; while a third of its time has not passed since the last
         renewal it is still ours, and the store is not asked again (a write per run saved)."""
         now = self.clock.now()
         if self._lease_until is not None and now < self._lease_until - self.lease_ttl * 2 / 3:
-            return True
-        if await self.store.try_lease(self.lease_name, self.owner, self.lease_ttl, now):
-            self._lease_until = now + self.lease_ttl
-            return True
-        self._lease_until = None
-        return False
+            return self._fence
+        self._fence = await self.store.try_lease(self.lease_name, self.owner, self.lease_ttl, now)
+        self._lease_until = now + self.lease_ttl if self._fence is not None else None
+        return self._fence
 
     async def run_once(self) -> int:
         """Publish one batch of unpublished commits; return the number of events published.
@@ -116,7 +120,8 @@ class OutboxRelay:
         Returns 0 without reading anything while another owner holds the lease. Raises
         `OutboxPublishError` after marking what succeeded when some send failed.
         """
-        if not await self._hold_lease():
+        fence = await self._hold_lease()
+        if fence is None:
             self.metrics.runs_without_lease += 1
             return 0
         commits = await self.store.unpublished(self.batch_size)
@@ -162,7 +167,20 @@ class OutboxRelay:
             marked.append(commit.position)
             published += len(commit.events)
         if marked:
-            await self.store.mark_published(marked)
+            try:
+                await self.store.mark_published(marked, fence)
+            except LeaseLost:
+                self.metrics.fenced += 1
+                self._lease_until = self._fence = None
+                log.warning(
+                    "fence refused the outbox marks of %s: the %s lease moved past epoch %d "
+                    "while it published %d commits (the new holder publishes them again)",
+                    self.owner,
+                    self.lease_name,
+                    fence.epoch,
+                    len(marked),
+                )
+                return 0
         self.metrics.published += published
 
         first_error = send_error or next(iter(failed_streams.values()), None)
@@ -192,7 +210,7 @@ class OutboxRelay:
                         wait = 0.0  # more may be waiting: go on at once
                 await _wait(stop_event, wait)
         finally:
-            self._lease_until = None
+            self._lease_until = self._fence = None
             try:
                 await self.store.release_lease(self.lease_name, self.owner)
             except Exception:

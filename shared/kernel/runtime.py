@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from shared.kernel.messaging import (
     BatchHandler,
     EventConsumer,
     EventHandler,
+    RecordSender,
     as_sender,
     consumer_lag,
     make_kafka_broker,
@@ -104,6 +106,68 @@ class Runtime:
     scheduler: TimerScheduler | None = None
     broker: KafkaBroker | None = None
     metrics: ServiceMetrics | None = None
+    consuming: bool = False  # every consumer group joined (they join after the port opens)
+    republishing: bool = False  # re-sending the store to a fresh broker, in the background
+
+    @property
+    def paused_on_store(self) -> bool:
+        """Some consumer is paused on a record because the store is unavailable (readiness)."""
+        return any(consumer.waiting_for_store for consumer in self.consumers)
+
+
+async def _start_consuming(broker: KafkaBroker, runtime: Runtime, service: str) -> None:
+    """Start every subscriber at once (FastStream's `start` starts them one after another,
+    each waiting for its group join). One that cannot start (the broker went away meanwhile)
+    is tried again with backoff; `runtime.consuming` says when all of them run."""
+    started = time.monotonic()
+    pending, failures = list(broker.subscribers), 0
+    while pending:
+        results = await asyncio.gather(
+            *(subscriber.start() for subscriber in pending), return_exceptions=True
+        )
+        errors = [result for result in results if isinstance(result, Exception)]
+        pending = [s for s, r in zip(pending, results, strict=True) if isinstance(r, Exception)]
+        if pending:
+            failures += 1
+            delay = min(0.5 * 2**failures, 10.0)
+            log.error(
+                "%s: %d consumer(s) could not start (%r); again in %.1f s",
+                service,
+                len(pending),
+                errors[0],
+                delay,
+            )
+            await asyncio.sleep(delay)
+    for publisher in broker.publishers:
+        await publisher.start()
+    broker.running = True
+    runtime.consuming = True
+    log.info("%s consuming after %.2f s", service, time.monotonic() - started)
+
+
+async def _republish_while_serving(runtime: Runtime, sender: RecordSender) -> None:
+    """Re-emit every stored commit (the broker lost them all), 500 at a time, each batch
+    acknowledged before the next; consumers deduplicate what they had already handled."""
+    store, service = runtime.store, runtime.name
+    started = time.monotonic()
+    delay = 0.5
+    runtime.republishing = True
+    while True:
+        try:
+            count = await republish(store, sender)
+        except Exception:
+            log.exception("%s: re-sending the store failed; again in %.1f s", service, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        runtime.republishing = False
+        log.info(
+            "%s republished %d events to a fresh broker in %.1f s",
+            service,
+            count,
+            time.monotonic() - started,
+        )
+        return
 
 
 @dataclass(frozen=True)
@@ -140,6 +204,7 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opening = time.monotonic()
         url = settings.store_url_for(spec.name)
         store = await open_event_store(url)
         documents = await open_document_store(url)
@@ -170,24 +235,35 @@ def create_service_app(
         service_collector().add(runtime.metrics)
         owner = process_owner(spec.name, settings.instance_id)
         stop = asyncio.Event()
-        await broker.start()
+        await broker.connect()  # the producer: commands and the relay need only this
         sender = as_sender(broker)
+        # Serve at once: consumer groups join in the background, all at the same time, and
+        # a re-send after a broker loss runs in bounded batches while the service serves.
+        background = [asyncio.create_task(_start_consuming(broker, runtime, spec.name))]
         if republish_on_start:
-            count = await republish(store, sender)
-            log.info("%s republished %d commits to a fresh broker", spec.name, count)
-        runtime.relay = OutboxRelay(store, sender, clock, owner)
+            background.append(asyncio.create_task(_republish_while_serving(runtime, sender)))
+        lease_ttl = timedelta(seconds=settings.lease_ttl_s)
+        runtime.relay = OutboxRelay(store, sender, clock, owner, lease_ttl=lease_ttl)
         tasks = [asyncio.create_task(runtime.relay.run(settings.relay_interval_s, stop))]
         if wiring.on_timer is not None:
-            runtime.scheduler = TimerScheduler(store, clock, wiring.on_timer, owner)
+            runtime.scheduler = TimerScheduler(
+                store, clock, wiring.on_timer, owner, lease_ttl=lease_ttl
+            )
             tasks.append(
                 asyncio.create_task(runtime.scheduler.run(settings.timer_interval_s, stop))
             )
         app.state.runtime = runtime
         app.state.context = wiring.context
+        log.info(
+            "%s serving %.2f s after its lifespan began", spec.name, time.monotonic() - opening
+        )
         try:
             yield
         finally:
             stop.set()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, timeout=5)
@@ -351,6 +427,9 @@ async def readiness(runtime: Runtime) -> Health:
         checks["broker"] = OK if answered else "unreachable"
 
     backlog, _ = await asyncio.gather(store_check(), broker_check())
+    if checks["store"] == OK and runtime.paused_on_store:
+        # reads still answer (WAL, a replica) while writes fail: a disk full, a lock held
+        checks["store"] = "refusing writes: a consumer is paused on its record until it accepts"
     waiting = [
         consumer.group_id
         for consumer in runtime.consumers

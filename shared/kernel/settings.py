@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         "the latency an idle consumer adds to the next event",
     )
     timer_interval_s: float = Field(0.2, description="timer scheduler poll interval")
+    lease_ttl_s: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="TTL of the outbox and timer leases (renewed every third of it): how long "
+        "a replica that died or froze keeps the others from taking over",
+    )
     timer_overdue_after_s: float = Field(
         60.0, description="a timer due longer ago than this counts as overdue in /metrics"
     )

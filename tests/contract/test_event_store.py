@@ -27,6 +27,7 @@ from shared.kernel.eventstore.port import (
     ConcurrencyConflict,
     DuplicateCausation,
     EventStore,
+    LeaseLost,
     NewCommit,
     NewTimer,
     StoreUnavailable,
@@ -499,6 +500,57 @@ async def test_a_lease_is_exclusive_until_it_expires(store: EventStore) -> None:
     assert not await store.try_lease("timers", "replica-a", ttl, clock.now())
     await store.release_lease("timers", "replica-b")
     assert await store.try_lease("timers", "replica-a", ttl, clock.now())
+
+
+async def test_a_lease_epoch_holds_while_renewed_and_grows_on_every_fresh_grant(
+    store: EventStore,
+) -> None:
+    clock = FakeClock(T0)
+    ttl = timedelta(seconds=3)
+
+    first = await store.try_lease("timers", "replica-a", ttl, clock.now())
+    clock.advance(timedelta(seconds=1))
+    renewed = await store.try_lease("timers", "replica-a", ttl, clock.now())
+    clock.advance(timedelta(seconds=3))  # replica-a froze past its TTL
+    taken = await store.try_lease("timers", "replica-b", ttl, clock.now())
+    refused = await store.try_lease("timers", "replica-a", ttl, clock.now())
+    await store.release_lease("timers", "replica-b")
+    regranted = await store.try_lease("timers", "replica-b", ttl, clock.now())
+
+    assert first is not None and renewed is not None and taken is not None
+    assert renewed.epoch == first.epoch
+    assert taken.epoch == first.epoch + 1 and taken.owner == "replica-b"
+    assert refused is None
+    assert regranted is not None and regranted.epoch == taken.epoch + 1
+
+
+async def test_a_fenced_write_from_a_superseded_holder_stores_nothing(store: EventStore) -> None:
+    clock = FakeClock(T0)
+    ttl = timedelta(seconds=3)
+    deadline = NewTimer("timer-1", "payment_deadline", T0)
+    await store.append(new_commit("order-1", 0, timers=(deadline,)))
+    old = await store.try_lease("timers", "replica-a", ttl, clock.now())
+    assert old is not None
+    clock.advance(timedelta(seconds=4))
+    new = await store.try_lease("timers", "replica-b", ttl, clock.now())
+    assert new is not None
+    effect = dataclasses.replace(new_commit("order-1", 1, causation_id="timer-1"), fence=old)
+
+    with pytest.raises(LeaseLost):
+        await store.append(effect)
+    with pytest.raises(LeaseLost):
+        await store.complete_timer("timer-1", old)
+    with pytest.raises(LeaseLost):
+        await store.mark_published([1], old)
+
+    assert [c.last_version for c in await store.stream_commits("order-1")] == [1]
+    assert [t.timer_id for t in await store.due_timers(T0 + timedelta(seconds=5))] == ["timer-1"]
+    assert [c.position for c in await store.unpublished()] == [1]
+    stored = await store.append(dataclasses.replace(effect, fence=new))
+    await store.complete_timer("timer-1", new)
+    await store.mark_published([1, stored.position], new)
+    assert await store.due_timers(T0 + timedelta(seconds=5)) == []
+    assert await store.unpublished() == []
 
 
 async def test_a_closed_store_raises_store_unavailable(store: EventStore) -> None:

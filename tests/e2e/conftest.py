@@ -76,6 +76,8 @@ class Processes:
         self._spawn("gateway", ["gateway", *upstreams, "--port", str(gateway_port)])
         for name in services:
             self.wait_healthy(f"http://127.0.0.1:{self.ports[name]}", name)
+        # the services answer within seconds now: the gateway may still be starting
+        self.wait_healthy(f"http://127.0.0.1:{gateway_port}", "gateway")
         return f"http://127.0.0.1:{gateway_port}"
 
     def wait_healthy(self, url: str, name: str, timeout_s: float = 60) -> None:

@@ -17,7 +17,7 @@ from shared.contracts.events import OrderShipped, default_registry
 from shared.kernel.clock import FakeClock
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.eventstore.memory import InMemoryEventStore
-from shared.kernel.eventstore.port import NewCommit
+from shared.kernel.eventstore.port import Fence, NewCommit
 from shared.kernel.messaging import make_kafka_broker, make_producer, subscribe_events
 from shared.kernel.outbox import OutboxRelay, republish
 from shared.kernel.settings import Settings
@@ -112,10 +112,10 @@ class CrashBeforeMark(InMemoryEventStore):
 
     crash = True
 
-    async def mark_published(self, positions: Sequence[int]) -> None:
+    async def mark_published(self, positions: Sequence[int], fence: Fence | None = None) -> None:
         if self.crash:
             raise ConnectionAbortedError("relay process killed")
-        await super().mark_published(positions)
+        await super().mark_published(positions, fence)
 
 
 async def test_relay_restarted_after_a_crash_republishes_and_the_effect_happens_once(

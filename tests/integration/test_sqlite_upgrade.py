@@ -4,7 +4,7 @@ commits and chain, and from then on keys new commits on (handler, cause)."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -76,3 +76,22 @@ async def test_an_old_store_is_upgraded_in_place(tmp_path: Path) -> None:
         assert verify_chain(await store.stream_commits("seller-shop-1")) == []
     finally:
         await store.close()
+
+
+async def test_a_lease_table_from_before_fencing_gets_epochs_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+            "expires_at INTEGER NOT NULL)"
+        )
+        connection.execute("INSERT INTO leases VALUES ('timers', 'old-replica', 0)")
+    connection.close()
+
+    store = await SQLiteEventStore.open(str(path))
+    try:
+        fence = await store.try_lease("timers", "new-replica", timedelta(seconds=3), T0)
+    finally:
+        await store.close()
+
+    assert fence is not None and (fence.owner, fence.epoch) == ("new-replica", 1)

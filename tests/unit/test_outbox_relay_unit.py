@@ -175,3 +175,28 @@ async def test_the_relay_renews_its_lease_only_once_a_third_of_it_has_passed() -
     rival = OutboxRelay(store, FakeSender(), clock, "rival", lease_ttl=timedelta(seconds=15))
     assert await rival.run_once() == 0  # the renewed lease still holds the rival off
     assert rival.metrics.runs_without_lease == 1
+
+
+async def test_a_relay_paused_mid_batch_past_its_lease_is_fenced_and_the_new_holder_marks() -> None:
+    """Relay a is frozen after sending (the pause hits inside its send), relay b takes the
+    lease over and publishes; a's marks are refused by the fence and counted."""
+    store, clock = await stored(new_commit("a", 1)), FakeClock(NOW)
+    ttl = timedelta(seconds=3)
+    b = OutboxRelay(store, FakeSender(), clock, "b", lease_ttl=ttl)
+
+    class FreezingSender(FakeSender):
+        async def send(
+            self, topic: str, value: bytes, *, key: bytes | None, headers: Headers
+        ) -> asyncio.Future[Any]:
+            sent = await super().send(topic, value, key=key, headers=headers)
+            clock.advance(ttl + timedelta(seconds=1))
+            assert await b.run_once() == 1  # b works while a is frozen
+            return sent
+
+    a = OutboxRelay(store, FreezingSender(), clock, "a", lease_ttl=ttl)
+
+    assert await a.run_once() == 0
+
+    assert (a.metrics.fenced, a.metrics.published, b.metrics.published) == (1, 0, 1)
+    assert await store.unpublished() == []
+    assert await a.run_once() == 0 and a.metrics.runs_without_lease == 1

@@ -155,3 +155,51 @@ async def test_run_polls_until_stopped_and_gives_the_lease_back() -> None:
 
     assert await store.due_timers(clock.now()) == []
     assert await store.try_lease("timers", "replica-b", timedelta(seconds=30), clock.now())
+
+
+async def test_a_holder_paused_mid_round_is_fenced_and_the_new_holder_fires() -> None:
+    """Replica a takes the lease and is paused past its TTL inside its round (its `fire` is
+    where the pause hits); b takes the lease over and fires; a's effect is refused."""
+    store, clock = InMemoryEventStore(), FakeClock(DEADLINE)
+    await schedule(store, "timer-1", DEADLINE)
+    ttl = timedelta(seconds=3)
+
+    async def fire(timer: DueTimer) -> None:
+        if timer.fence is not None and timer.fence.owner == "a":
+            clock.advance(ttl + timedelta(seconds=1))
+            await b.run_once()  # b runs while a is frozen
+        expired = Envelope(
+            event_type="PaymentDeadlineExpired",
+            schema_version=1,
+            stream_id=timer.stream_id,
+            stream_version=2,
+            occurred_at=clock.now(),
+            producer="payment",
+            correlation_id=timer.timer_id,
+            data={},
+        )
+        await store.append(
+            NewCommit(
+                stream_id=timer.stream_id,
+                expected_version=1,
+                events=[expired],
+                topic="payment.events",
+                partition_key=timer.timer_id,
+                causation_id=timer.timer_id,
+                handler="payment.timers",
+                fence=timer.fence,
+            )
+        )
+
+    a = TimerScheduler(store, clock, fire, "a", lease_ttl=ttl)
+    b = TimerScheduler(store, clock, fire, "b", lease_ttl=ttl)
+
+    assert await a.run_once() == 0
+
+    commits = await store.stream_commits("payment-timer-1")
+    assert [c.events[-1].event_type for c in commits] == [
+        "PaymentRequested",
+        "PaymentDeadlineExpired",
+    ]
+    assert (a.metrics.fenced, a.metrics.fired, b.metrics.fired) == (1, 0, 1)
+    assert await store.due_timers(clock.now()) == []

@@ -22,6 +22,8 @@ from shared.kernel.eventstore.port import (
     DueTimer,
     DuplicateCausation,
     EventStore,
+    Fence,
+    LeaseLost,
     NewCommit,
     StoreUnavailable,
     StreamNotFound,
@@ -32,6 +34,7 @@ from shared.kernel.eventstore.port import (
 class _Lease:
     owner: str
     expires_at: datetime
+    epoch: int
 
 
 class InMemoryEventStore(EventStore):
@@ -49,6 +52,13 @@ class InMemoryEventStore(EventStore):
         if self._closed:
             raise StoreUnavailable("the in-memory event store is closed")
 
+    def _check_fence(self, fence: Fence | None) -> None:
+        if fence is None:
+            return
+        lease = self._leases.get(fence.name)
+        if lease is None or lease.epoch != fence.epoch or lease.owner != fence.owner:
+            raise LeaseLost(fence)
+
     def _head(self, stream_id: str) -> Commit | None:
         positions = self._streams.get(stream_id)
         return self._commits[positions[-1]] if positions else None
@@ -56,6 +66,7 @@ class InMemoryEventStore(EventStore):
     async def append(self, commit: NewCommit) -> Commit:
         self._check_open()
         check_new_commit(commit)
+        self._check_fence(commit.fence)
         cause = (commit.handler, commit.causation_id) if commit.causation_id else None
         if cause is not None and cause in self._by_cause:
             raise DuplicateCausation(cause[1], cause[0])
@@ -136,8 +147,9 @@ class InMemoryEventStore(EventStore):
             timers_overdue=sum(1 for at in due if at <= moment - overdue_after),
         )
 
-    async def mark_published(self, positions: Sequence[int]) -> None:
+    async def mark_published(self, positions: Sequence[int], fence: Fence | None = None) -> None:
         self._check_open()
+        self._check_fence(fence)
         for position in positions:
             commit = self._commits.get(position)
             if commit is not None:
@@ -150,24 +162,27 @@ class InMemoryEventStore(EventStore):
         due.sort(key=lambda timer: (timer.due_at, timer.timer_id))
         return due[:limit]
 
-    async def complete_timer(self, timer_id: str) -> None:
+    async def complete_timer(self, timer_id: str, fence: Fence | None = None) -> None:
         self._check_open()
+        self._check_fence(fence)
         self._timers.pop(timer_id, None)
 
-    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> Fence | None:
         self._check_open()
         moment = utc(now)
         lease = self._leases.get(name)
-        if lease is not None and lease.owner != owner and lease.expires_at > moment:
-            return False
-        self._leases[name] = _Lease(owner=owner, expires_at=moment + ttl)
-        return True
+        live = lease is not None and lease.expires_at > moment
+        if lease is not None and live and lease.owner != owner:
+            return None
+        epoch = lease.epoch if lease is not None and live else (lease.epoch if lease else 0) + 1
+        self._leases[name] = _Lease(owner=owner, expires_at=moment + ttl, epoch=epoch)
+        return Fence(name, owner, epoch)
 
     async def release_lease(self, name: str, owner: str) -> None:
         self._check_open()
         lease = self._leases.get(name)
         if lease is not None and lease.owner == owner:
-            del self._leases[name]
+            lease.expires_at = datetime.min.replace(tzinfo=lease.expires_at.tzinfo)
 
     async def close(self) -> None:
         self._closed = True

@@ -15,6 +15,13 @@ they may become visible out of order: position 8 can be readable a moment before
 A reader that must not skip commits (the outbox relay) reads `unpublished()`, which has no
 cursor to move past a late commit.
 
+Fencing: a fenced write (a timer's effect, the relay's marks) first advances the lease
+document only if it is still at the fence's epoch (`$inc` of `fenced_writes`, refused with
+LeaseLost otherwise), then writes. Without a multi-document transaction these are two atomic
+writes, not one: a takeover landing between them is not caught. The window is one round trip;
+a timer's effect is still stored once (its causation key), and the relay's marks are
+idempotent. (SQLite and the in-memory store check the epoch inside the same write.)
+
 Time: datetimes are stored as BSON dates (UTC, millisecond precision). A timer's due time is
 rounded up to the next millisecond, so it never fires early.
 """
@@ -43,6 +50,8 @@ from shared.kernel.eventstore.port import (
     DuplicateCausation,
     EventStore,
     EventStoreError,
+    Fence,
+    LeaseLost,
     NewCommit,
     StoreUnavailable,
     StreamNotFound,
@@ -154,11 +163,22 @@ class MongoEventStore(EventStore):
         if self._closed:
             raise StoreUnavailable("the MongoDB event store is closed")
 
+    async def _check_fence(self, fence: Fence | None) -> None:
+        if fence is None:
+            return
+        found = await self._leases.find_one_and_update(
+            {"_id": fence.name, "owner": fence.owner, "epoch": fence.epoch},
+            {"$inc": {"fenced_writes": 1}},
+        )
+        if found is None:
+            raise LeaseLost(fence)
+
     async def append(self, commit: NewCommit) -> Commit:
         self._check_open()
         check_new_commit(commit)
         wires = [event.wire() for event in commit.events]
         with translated_errors():
+            await self._check_fence(commit.fence)
             head = await self._commits.find_one(
                 {"stream_id": commit.stream_id},
                 projection={"last_version": True, "hash": True},
@@ -275,10 +295,11 @@ class MongoEventStore(EventStore):
             counts = await aggregate(self._commits, pipeline)
         return int(counts[0]["count"]) if counts else 0
 
-    async def mark_published(self, positions: Sequence[int]) -> None:
+    async def mark_published(self, positions: Sequence[int], fence: Fence | None = None) -> None:
         self._check_open()
         if positions:
             with translated_errors():
+                await self._check_fence(fence)
                 await self._commits.update_many(
                     {"_id": {"$in": list(positions)}}, {"$set": {"published": True}}
                 )
@@ -307,32 +328,45 @@ class MongoEventStore(EventStore):
             for timer in (document["pending_timers"],)
         ]
 
-    async def complete_timer(self, timer_id: str) -> None:
+    async def complete_timer(self, timer_id: str, fence: Fence | None = None) -> None:
         self._check_open()
         with translated_errors():
+            await self._check_fence(fence)
             await self._commits.update_one(
                 {"pending_timers.timer_id": timer_id},
                 {"$pull": {"pending_timers": {"timer_id": timer_id}}},
             )
 
-    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> Fence | None:
+        """A renewal in time keeps the epoch; a grant afresh (a takeover, or a renewal after
+        expiry) increments it. Each is one atomic single-document write."""
         self._check_open()
-        moment = bson_time(now)
+        moment, until = bson_time(now), bson_time(now + ttl)
         with translated_errors():
+            renewed = await self._leases.find_one_and_update(
+                {"_id": name, "owner": owner, "expires_at": {"$gt": moment}},
+                {"$set": {"expires_at": until}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if renewed is not None:
+                return Fence(name, owner, int(renewed.get("epoch", 0)))
             try:
-                await self._leases.find_one_and_update(
+                granted = await self._leases.find_one_and_update(
                     {"_id": name, "$or": [{"owner": owner}, {"expires_at": {"$lte": moment}}]},
-                    {"$set": {"owner": owner, "expires_at": bson_time(now + ttl)}},
+                    {"$set": {"owner": owner, "expires_at": until}, "$inc": {"epoch": 1}},
                     upsert=True,
+                    return_document=ReturnDocument.AFTER,
                 )
             except DuplicateKeyError:
-                return False
-        return True
+                return None
+        return Fence(name, owner, int(granted["epoch"]))
 
     async def release_lease(self, name: str, owner: str) -> None:
         self._check_open()
         with translated_errors():
-            await self._leases.delete_one({"_id": name, "owner": owner})
+            await self._leases.update_one(
+                {"_id": name, "owner": owner}, {"$set": {"expires_at": datetime(1970, 1, 1)}}
+            )
 
     async def close(self) -> None:
         if self._closed:

@@ -48,6 +48,31 @@ class StoreUnavailable(EventStoreError):
     """The database could not be reached or failed; the write may be retried."""
 
 
+class LeaseLost(EventStoreError):
+    """A fenced write was refused: its lease has moved to a later epoch (another holder took
+    it over while this one was paused or slow). Nothing of the write was stored."""
+
+    def __init__(self, fence: Fence) -> None:
+        super().__init__(
+            f"lease {fence.name} of {fence.owner} at epoch {fence.epoch} was taken over"
+        )
+        self.fence = fence
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A lease as held when it was granted: its name, its holder and its epoch.
+
+    The epoch grows each time the lease is granted afresh (a takeover, or a renewal after it
+    had expired), never while one holder keeps renewing it in time. A write that carries a
+    fence is stored only while the lease is still at that epoch, checked in the same
+    atomic write (the fencing token of Kleppmann's "How to do distributed locking")."""
+
+    name: str
+    owner: str
+    epoch: int
+
+
 @dataclass(frozen=True)
 class NewTimer:
     """A durable timer to store with a commit. `timer_id` becomes the causation id of its effect."""
@@ -77,6 +102,7 @@ class NewCommit:
     timers: Sequence[NewTimer] = ()
     handler: str = ""  # who handled `causation_id`: a reaction's name, "" for a command
     trace_context: str = ""  # W3C traceparent of the span that stored it ("" when not traced)
+    fence: Fence | None = None  # stored only while this lease is at this epoch (a timer's effect)
 
     def stored(self, position: int, prev_hash: str, hash_: str) -> Commit:
         """The commit as a store holds it once written at `position`, sealed after `prev_hash`."""
@@ -123,6 +149,7 @@ class DueTimer:
     name: str
     due_at: datetime
     data: dict[str, Any]
+    fence: Fence | None = None  # the scheduler's lease when it fired: its effect carries it
 
 
 @dataclass(frozen=True)
@@ -140,7 +167,8 @@ class Backlog:
 class EventStore(ABC):
     @abstractmethod
     async def append(self, commit: NewCommit) -> Commit:
-        """Store a commit atomically. Raises ConcurrencyConflict, DuplicateCausation."""
+        """Store a commit atomically. Raises ConcurrencyConflict, DuplicateCausation, and
+        LeaseLost when `commit.fence` is no longer the lease's epoch."""
 
     @abstractmethod
     async def load_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
@@ -181,7 +209,9 @@ class EventStore(ABC):
         """Commits not yet acknowledged by the broker, in store order."""
 
     @abstractmethod
-    async def mark_published(self, positions: Sequence[int]) -> None: ...
+    async def mark_published(self, positions: Sequence[int], fence: Fence | None = None) -> None:
+        """Set the commits' outbox flag; with a fence, only while the lease is at its epoch
+        (else LeaseLost, nothing marked)."""
 
     @abstractmethod
     async def backlog(self, now: datetime, overdue_after: timedelta) -> Backlog:
@@ -193,14 +223,17 @@ class EventStore(ABC):
         """Timers due at `now` that were not completed, earliest first."""
 
     @abstractmethod
-    async def complete_timer(self, timer_id: str) -> None: ...
+    async def complete_timer(self, timer_id: str, fence: Fence | None = None) -> None:
+        """Mark a timer done; with a fence, only while the lease is at its epoch."""
 
     @abstractmethod
-    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
-        """Take or renew the named lease; False while another owner holds an unexpired one."""
+    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> Fence | None:
+        """Take or renew the named lease: its fence (with the epoch to write under), or None
+        while another owner holds an unexpired one."""
 
     @abstractmethod
-    async def release_lease(self, name: str, owner: str) -> None: ...
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Let the lease expire now (its epoch is kept, so an older fence stays refused)."""
 
     @abstractmethod
     async def close(self) -> None: ...

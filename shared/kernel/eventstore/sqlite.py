@@ -55,6 +55,8 @@ from shared.kernel.eventstore.port import (
     DuplicateCausation,
     EventStore,
     EventStoreError,
+    Fence,
+    LeaseLost,
     NewCommit,
     StoreUnavailable,
     StreamNotFound,
@@ -101,9 +103,12 @@ CREATE INDEX IF NOT EXISTS timers_due ON timers (due_at, timer_id) WHERE complet
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 0
 );
 """
+# Files written before leases were fenced have no epoch: the column is added (epoch 0).
+ADD_EPOCH_COLUMN = "ALTER TABLE leases ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"
 # The de-duplication key is (causation_id, handler). A file written before handlers were part
 # of the key has no `handler` column and a unique index on causation_id alone: the column is
 # added (its commits keep handler '') and the index replaced. The script is idempotent.
@@ -131,12 +136,16 @@ _INSERT_COMMIT = (
 _INSERT_TIMER = (
     "INSERT INTO timers (timer_id, stream_id, name, due_at, data) VALUES (?, ?, ?, ?, ?)"
 )
+# The epoch grows when the lease is granted afresh (a takeover, or a renewal after it expired).
 _TRY_LEASE = (
-    "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) "
-    "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
-    "WHERE leases.owner = excluded.owner OR leases.expires_at <= ? "
-    "RETURNING owner"
+    "INSERT INTO leases (name, owner, expires_at, epoch) VALUES (?1, ?2, ?3, 1) "
+    "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, "
+    "epoch = CASE WHEN leases.owner = excluded.owner AND leases.expires_at > ?4 "
+    "THEN leases.epoch ELSE leases.epoch + 1 END "
+    "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4 "
+    "RETURNING epoch"
 )
+_LEASE_EPOCH = "SELECT owner, epoch FROM leases WHERE name = ?"
 
 
 def to_micros(moment: datetime) -> int:
@@ -231,6 +240,9 @@ class SQLiteEventStore(EventStore):
                 await translated(writer.execute(ADD_HANDLER_COLUMN))
             if "trace_context" not in names:
                 await translated(writer.execute(ADD_TRACE_COLUMN))
+            columns = await translated(writer.execute_fetchall("PRAGMA table_info(leases)"))
+            if "epoch" not in {column[1] for column in columns}:
+                await translated(writer.execute(ADD_EPOCH_COLUMN))
             await translated(writer.executescript(DEDUPE_INDEX))
             reader = appender = None
             if path != ":memory:":
@@ -363,24 +375,48 @@ class SQLiteEventStore(EventStore):
         self._checkpoints.wrote()
         return result
 
-    async def mark_published(self, positions: Sequence[int]) -> None:
+    async def _write_fenced(self, sql: str, parameters: Sequence[Any], fence: Fence | None) -> None:
+        """One statement, in one transaction with the check that `fence` still holds."""
+        if fence is None:
+            await self._write(sql, parameters)
+            return
+
+        def transaction(connection: sqlite3.Connection) -> None:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                check_fence(connection, fence)
+                connection.execute(sql, parameters)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
+        await translated(run_in_connection_thread(self._writer, transaction))
+
+    async def mark_published(self, positions: Sequence[int], fence: Fence | None = None) -> None:
         if positions:
-            await self._write(
+            await self._write_fenced(
                 "UPDATE commits SET published = 1 "
                 "WHERE position IN (SELECT value FROM json_each(?))",
                 (json.dumps(list(positions)),),
+                fence,
             )
 
-    async def complete_timer(self, timer_id: str) -> None:
-        await self._write("UPDATE timers SET completed = 1 WHERE timer_id = ?", (timer_id,))
+    async def complete_timer(self, timer_id: str, fence: Fence | None = None) -> None:
+        await self._write_fenced(
+            "UPDATE timers SET completed = 1 WHERE timer_id = ?", (timer_id,), fence
+        )
 
-    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> bool:
+    async def try_lease(self, name: str, owner: str, ttl: timedelta, now: datetime) -> Fence | None:
         moment = to_micros(now)
         rows = await self._write(_TRY_LEASE, (name, owner, moment + ttl // _MICROSECOND, moment))
-        return bool(rows)
+        return Fence(name, owner, int(rows[0][0])) if rows else None
 
     async def release_lease(self, name: str, owner: str) -> None:
-        await self._write("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+        await self._write(
+            "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ?", (name, owner)
+        )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -606,7 +642,7 @@ def _write_group(
             connection.execute("SAVEPOINT one_commit")
             try:
                 outcome = _write_one(connection, pending, written.get(commit.stream_id))
-            except (sqlite3.IntegrityError, ConcurrencyConflict) as refused:
+            except (sqlite3.IntegrityError, ConcurrencyConflict, LeaseLost) as refused:
                 connection.execute("ROLLBACK TO one_commit")
                 connection.execute("RELEASE one_commit")
                 outcomes.append(refused)
@@ -626,6 +662,8 @@ def _write_one(
     connection: sqlite3.Connection, pending: _Pending, written_head: tuple[int, str] | None
 ) -> tuple[int, str, str]:
     commit = pending.commit
+    if commit.fence is not None:
+        check_fence(connection, commit.fence)
     if written_head is not None and written_head[0] == commit.expected_version:
         prev_hash = written_head[1]
     elif pending.known_head is not None:
@@ -656,6 +694,13 @@ def _write_one(
         connection.executemany(_INSERT_TIMER, pending.timers)
     assert position is not None
     return position, prev_hash, hash_
+
+
+def check_fence(connection: sqlite3.Connection, fence: Fence) -> None:
+    """Inside a write transaction: raise LeaseLost unless the lease is still at `fence`."""
+    row = connection.execute(_LEASE_EPOCH, (fence.name,)).fetchone()
+    if row is None or (row[0], row[1]) != (fence.owner, fence.epoch):
+        raise LeaseLost(fence)
 
 
 def _outcome(outcome: tuple[int, str, str] | BaseException) -> tuple[int, str, str]:

@@ -63,7 +63,7 @@ from pydantic import ValidationError
 from shared.kernel.clock import Clock, SystemClock, to_rfc3339
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.events.registry import EventRegistry
-from shared.kernel.eventstore.port import DuplicateCausation
+from shared.kernel.eventstore.port import DuplicateCausation, StoreUnavailable
 from shared.kernel.logs import bound_context
 from shared.kernel.messaging.kafka import Headers, RecordSender, as_sender, send_and_wait
 from shared.kernel.metrics import EVENTS_CONSUMED, HANDLER_DURATION
@@ -129,6 +129,7 @@ class ConsumerMetrics:
     dlq_publish_failures: int = 0
     commit_failures: int = 0
     redrives_skipped: int = 0  # redriven records meant for another group
+    store_unavailable: int = 0  # handler attempts that found the store down (never DLQ'd)
 
 
 def dead_letter_headers(
@@ -204,6 +205,8 @@ class EventConsumer:
         self.dlq_retry = dlq_retry or RetryPolicy(first_delay_s=0.1, max_delay_s=5.0)
         self.clock: Clock = clock or SystemClock()
         self.metrics = ConsumerMetrics()
+        self.store_retry = RetryPolicy(first_delay_s=0.1, max_delay_s=2.0)
+        self.waiting_for_store = False  # paused on a record because the store is unavailable
         self._sleep = sleep
 
     async def process(
@@ -349,15 +352,34 @@ class EventConsumer:
     async def _handle_in_context(
         self, record: ConsumerRecord[Any, Any], envelope: Envelope, event: DomainEvent
     ) -> None:
-        for attempt in range(1, self.retry.attempts + 1):
+        attempt, store_failures = 0, 0
+        while attempt < self.retry.attempts:
             started = time.perf_counter()
             try:
                 await self.handler(envelope, event)
             except DuplicateCausation:
                 self._observe(record.topic, envelope.event_type, "duplicate", started)
                 self.metrics.duplicates += 1
+                self.waiting_for_store = False
                 return
+            except StoreUnavailable:
+                # The event is valid; our store is not: pause on this record and try it again
+                # until the store answers. It is never dead-lettered for this.
+                self._observe(record.topic, envelope.event_type, "store_unavailable", started)
+                store_failures += 1
+                self.metrics.store_unavailable += 1
+                self.waiting_for_store = True
+                log.warning(
+                    "store unavailable handling %s %s (%d times); pausing on this record",
+                    envelope.event_type,
+                    envelope.event_id,
+                    store_failures,
+                    exc_info=store_failures == 1,
+                )
+                await self._sleep(self.store_retry.delay(store_failures))
+                continue
             except Exception as error:
+                attempt += 1
                 last = attempt == self.retry.attempts
                 outcome = "dead_lettered" if last else "retried"
                 self._observe(record.topic, envelope.event_type, outcome, started)
@@ -379,6 +401,7 @@ class EventConsumer:
             else:
                 self._observe(record.topic, envelope.event_type, "processed", started)
                 self.metrics.processed += 1
+                self.waiting_for_store = False
                 log.debug("handled %s in %s", envelope.event_type, self.group_id)
                 return
 
