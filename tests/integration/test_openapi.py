@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from operations.catalog import SERVICES
 from operations.localbroker import LocalBroker
 from shared.kernel.webhooks import SIGNATURE_HEADER
+from tests.conftest import eventually
 from tests.integration.conftest import (
     PROBLEM_JSON,
     Service,
@@ -198,7 +199,13 @@ async def test_health_answers_ok(stack: dict[str, Service], service: str) -> Non
 async def test_metrics_answer_prometheus_text_for_each_consumer(
     stack: dict[str, Service], service: str
 ) -> None:
-    response = await stack[service].client.get("/metrics")
+    client = stack[service].client
+
+    async def consuming() -> bool:  # groups join after the port opens: lag needs partitions
+        return (await client.get("/health/ready")).status_code == 200
+
+    await eventually(consuming, timeout_s=30, what=f"{service} ready")
+    response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     # In-process the four apps share the process's registry: each one's series carry its name.
