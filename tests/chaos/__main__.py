@@ -339,10 +339,10 @@ def check_invariants(stack: Stack, flow: Flow) -> list[str]:
             if reason != "payment_deadline_expired" or cancelled[f"order-{order_id}"] != 1:
                 broken.append(f"expired unpaid order {order_id} not cancelled exactly once")
 
-    for command in (["replay"], ["verify"]):
+    for command in (["replay"], ["verify"]):  # replay equal to live, every chain intact
         done = subprocess.run(
-            [sys.executable, "-m", "operations", *command],
-            env={**os.environ, "YELLOWCART_DATA_DIR": str(data)},
+            [sys.executable, "-m", "operations", *command, "--data-dir", str(data)],
+            env=os.environ,
             capture_output=True,
             text=True,
             check=False,
