@@ -130,7 +130,7 @@ class Config:
     drain_timeout_s: float
     view_poll_s: float
     warmup_orders: int
-    seed: int
+    random_state: int
     keep_data: bool
     results_dir: Path
     quick: bool
@@ -221,7 +221,7 @@ class Workload:
         self.config = config
         self.mix = mix
         self.rate = rate
-        self.random = random.Random(f"{config.seed}-{mix}-{rate}")
+        self.random = random.Random(f"{config.random_state}-{mix}-{rate}")
         self.buyer_headers = mint_buyer_tokens(config.buyers)
         sellers = [f"shop-{number}" for number in range(config.sellers)]
         self.bodies = {
@@ -864,7 +864,7 @@ def write_results(config: Config, results: list[dict[str, Any]], summary: str) -
             "drain_timeout_s": config.drain_timeout_s,
             "view_poll_s": config.view_poll_s,
             "warmup_orders": config.warmup_orders,
-            "seed": config.seed,
+            "random_state": config.random_state,
             "quick": config.quick,
         },
         "knee_rule": {
@@ -905,7 +905,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--view-poll", type=float, default=0.025, help="seconds between polls")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured orders first")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--random-state", type=int, default=1)
     parser.add_argument("--keep-data", action="store_true", help="keep the data directories")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -927,7 +927,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         drain_timeout_s=args.drain_timeout,
         view_poll_s=args.view_poll,
         warmup_orders=args.warmup,
-        seed=args.seed,
+        random_state=args.random_state,
         keep_data=args.keep_data,
         results_dir=args.results_dir,
         quick=args.quick,

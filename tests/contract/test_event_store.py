@@ -206,8 +206,8 @@ async def test_concurrent_writers_lose_no_commit_and_leave_contiguous_versions(
     stores = [await backend.open() for _ in range(writers)]
     unexpected: list[BaseException] = []
 
-    async def write(store: EventStore, seed: int) -> None:
-        chooser = random.Random(seed)
+    async def write(store: EventStore, stream_choice: int) -> None:
+        chooser = random.Random(stream_choice)
         done = 0
         while done < commits_each:
             stream = chooser.choice(streams)
@@ -225,7 +225,7 @@ async def test_concurrent_writers_lose_no_commit_and_leave_contiguous_versions(
                 return
             done += 1
 
-    await asyncio.gather(*(write(store, seed) for seed, store in enumerate(stores)))
+    await asyncio.gather(*(write(store, index) for index, store in enumerate(stores)))
 
     assert unexpected == []
     commits = await all_commits(stores[0], batch_size=97)

@@ -132,12 +132,12 @@ def fold(envelopes: Iterable[Envelope]) -> list[View]:
     return list(views.values())
 
 
-def shuffled_keeping_stream_order(commits: list[Commit], seed: int) -> list[Envelope]:
+def shuffled_keeping_stream_order(commits: list[Commit], shuffle: int) -> list[Envelope]:
     """Any interleaving of the streams, each stream still in its own order (what Kafka keeps)."""
     queues: dict[str, list[Envelope]] = {}
     for commit in commits:
         queues.setdefault(commit.stream_id, []).extend(commit.events)
-    rng = random.Random(seed)
+    rng = random.Random(shuffle)
     envelopes = []
     while queues:
         stream = rng.choice(sorted(queues))
@@ -171,8 +171,8 @@ async def test_rebuilt_views_equal_the_live_views_byte_for_byte(
     assert canonical(rebuilt.values()) == canonical(live)
 
     commits = await all_commits(bus)
-    for seed in range(5):
-        assert canonical(fold(shuffled_keeping_stream_order(commits, seed))) == canonical(live)
+    for shuffle in range(5):
+        assert canonical(fold(shuffled_keeping_stream_order(commits, shuffle))) == canonical(live)
 
 
 async def test_a_rebuild_publishes_nothing_and_fires_no_timer(bus: Bus, scenario: Scenario) -> None:
