@@ -83,3 +83,43 @@ async def test_a_stale_known_head_is_a_conflict_not_a_fork(tmp_path: Path) -> No
     finally:
         await first.close()
         await second.close()
+
+
+async def test_fenced_outbox_marks_keep_working_beside_appends_and_wal_checkpoints(
+    tmp_path: Path,
+) -> None:
+    """The relay's fenced marks (a transaction on the writer's thread) interleaved with appends
+    on the loop and the WAL checkpoints those appends trigger, as under load: every mark lands
+    and no write lock is left behind. (A checkpoint whose statement stayed open made such a
+    mark fail to commit and the relay fail every run after it.)"""
+    from datetime import timedelta
+
+    store = await SQLiteEventStore.open(str(tmp_path / "events.db"))
+    try:
+        fence = await store.try_lease("outbox", "relay", timedelta(seconds=30), datetime.now(UTC))
+        assert fence is not None
+        appends = sqlite_store.CHECKPOINT_EVERY_APPENDS * 6
+
+        async def append_all() -> None:
+            for index in range(appends):
+                await store.append(commit(f"order-{index}"))
+                if index % 8 == 0:
+                    await asyncio.sleep(0)
+
+        async def mark_all() -> int:
+            marked = 0
+            while marked < appends:
+                pending = [c.position for c in await store.unpublished(64)]
+                if pending:
+                    await store.mark_published(pending, fence)
+                    marked += len(pending)
+                else:
+                    await asyncio.sleep(0)
+            return marked
+
+        _, marked = await asyncio.wait_for(asyncio.gather(append_all(), mark_all()), 60)
+        assert marked == appends
+        assert await store.unpublished() == []
+        assert await store.try_lease("outbox", "relay", timedelta(seconds=30), datetime.now(UTC))
+    finally:
+        await store.close()

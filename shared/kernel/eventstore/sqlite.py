@@ -750,16 +750,24 @@ class Checkpoints:
     async def _checkpoint(self) -> None:
         try:
             if self._lock is None:
-                await self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                await run_in_connection_thread(self._connection, _checkpoint_wal)
             else:
                 async with self._lock:
-                    await self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    await run_in_connection_thread(self._connection, _checkpoint_wal)
         except (sqlite3.Error, ValueError) as error:  # the next one catches up
             log.warning("WAL checkpoint failed: %s", error)
 
     async def finish(self) -> None:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _checkpoint_wal(connection: sqlite3.Connection) -> None:
+    """A PASSIVE checkpoint whose statement is finished before the thread takes its next
+    call. (Through aiosqlite's `execute` the pragma's statement stayed open until the loop
+    thread dropped the cursor; a fenced transaction queued behind it on the same thread then
+    failed to commit: "SQL statements in progress".)"""
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def loop_connection(path: str, synchronous: Synchronous) -> sqlite3.Connection:
