@@ -103,6 +103,12 @@ class OutboxRelay:
         self.metrics = RelayMetrics()
         self._lease_until: datetime | None = None
         self._fence: Fence | None = None
+        self._work = asyncio.Event()  # set by `wake`: a commit may be waiting
+
+    def wake(self) -> None:
+        """A commit was just stored: run soon rather than at the next poll (`run`'s linger
+        gathers the commits of the following moments into the same batch)."""
+        self._work.set()
 
     async def _hold_lease(self) -> Fence | None:
         """Take or renew the lease; while a third of its time has not passed since the last
@@ -191,12 +197,20 @@ class OutboxRelay:
             )
         return published
 
-    async def run(self, interval_s: float, stop_event: asyncio.Event) -> None:
-        """Relay until `stop_event` is set; back off exponentially while publishing fails."""
+    async def run(
+        self, interval_s: float, stop_event: asyncio.Event, linger_s: float = 0.0
+    ) -> None:
+        """Relay until `stop_event` is set; back off exponentially while publishing fails.
+
+        Between runs it waits `interval_s` (the poll that finds commits other processes
+        stored), cut short by `wake`; after a wake it lingers `linger_s` so that the commits of
+        a busy moment go out in one batch (a bound on runs per second, like Kafka's linger)."""
         failures = 0
+        stopping = asyncio.create_task(_wake_on(stop_event, self._work))
         try:
             while not stop_event.is_set():
                 wait = interval_s
+                self._work.clear()  # a commit stored from here on wakes the next wait
                 try:
                     published = await self.run_once()
                 except Exception:
@@ -208,8 +222,14 @@ class OutboxRelay:
                     failures = 0
                     if published >= self.batch_size:
                         wait = 0.0  # more may be waiting: go on at once
-                await _wait(stop_event, wait)
+                if wait <= 0:
+                    continue
+                if failures:  # a commit stored meanwhile does not cut a back-off short
+                    await _wait(stop_event, wait)
+                elif await _wait(self._work, wait) and linger_s > 0 and not stop_event.is_set():
+                    await _wait(stop_event, linger_s)
         finally:
+            stopping.cancel()
             self._lease_until = self._fence = None
             try:
                 await self.store.release_lease(self.lease_name, self.owner)
@@ -273,10 +293,18 @@ def _discard(futures: list[asyncio.Future[Any]]) -> None:
         future.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
-async def _wait(stop_event: asyncio.Event, seconds: float) -> None:
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set or `seconds` have passed; whether it was set."""
     if seconds <= 0:
-        return
+        return event.is_set()
     try:
-        await asyncio.wait_for(stop_event.wait(), timeout=seconds)
+        await asyncio.wait_for(event.wait(), timeout=seconds)
     except TimeoutError:
-        return
+        return False
+    return True
+
+
+async def _wake_on(stop_event: asyncio.Event, work: asyncio.Event) -> None:
+    """Let a stop cut the relay's wait short: it waits on `work` alone."""
+    await stop_event.wait()
+    work.set()

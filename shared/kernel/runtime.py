@@ -244,7 +244,12 @@ def create_service_app(
             background.append(asyncio.create_task(_republish_while_serving(runtime, sender)))
         lease_ttl = timedelta(seconds=settings.lease_ttl_s)
         runtime.relay = OutboxRelay(store, sender, clock, owner, lease_ttl=lease_ttl)
-        tasks = [asyncio.create_task(runtime.relay.run(settings.relay_interval_s, stop))]
+        store.on_append(runtime.relay.wake)
+        tasks = [
+            asyncio.create_task(
+                runtime.relay.run(settings.relay_interval_s, stop, settings.relay_linger_s)
+            )
+        ]
         if wiring.on_timer is not None:
             runtime.scheduler = TimerScheduler(
                 store, clock, wiring.on_timer, owner, lease_ttl=lease_ttl

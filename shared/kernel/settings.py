@@ -121,7 +121,18 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="address `serve` listens on")
     http_port: int = Field(8000, description="port `serve` listens on")
     max_body_bytes: int = Field(16_384, description="request bodies above this are refused (413)")
-    relay_interval_s: float = Field(0.05, description="outbox relay poll interval")
+    relay_interval_s: float = Field(
+        0.05,
+        description="outbox relay poll interval: how soon a commit stored by another process "
+        "(or replica) is published; this process's own commits wake the relay at once",
+    )
+    relay_linger_s: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="after a commit wakes the relay, how long it waits for more before sending "
+        "them as one batch: latency traded for fewer relay runs under load",
+    )
     consumer_session_timeout_ms: int = Field(
         6000, description="consumer-group session timeout: how fast a dead consumer is replaced"
     )

@@ -200,3 +200,40 @@ async def test_a_relay_paused_mid_batch_past_its_lease_is_fenced_and_the_new_hol
     assert (a.metrics.fenced, a.metrics.published, b.metrics.published) == (1, 0, 1)
     assert await store.unpublished() == []
     assert await a.run_once() == 0 and a.metrics.runs_without_lease == 1
+
+
+async def test_a_commit_wakes_the_relay_long_before_its_next_poll() -> None:
+    store = InMemoryEventStore()
+    sender = FakeSender()
+    relay = OutboxRelay(store, sender, FakeClock(NOW), owner="r1")
+    store.on_append(relay.wake)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(interval_s=60, stop_event=stop, linger_s=0.001))
+    await asyncio.sleep(0.05)  # the first run found nothing; the next poll is a minute away
+
+    await store.append(new_commit("o-1", 1))
+    await store.append(new_commit("o-2", 1))
+
+    async def published() -> bool:
+        return len(sender.sent) == 2 and not await store.unpublished()
+
+    await eventually(published, timeout_s=2, what="the woken relay to publish both commits")
+    stop.set()
+    await asyncio.wait_for(task, 1)  # not a minute
+
+
+async def test_a_failing_relay_keeps_its_back_off_however_many_commits_arrive() -> None:
+    store = InMemoryEventStore()
+    sender = FakeSender(fails=lambda value: True)
+    relay = OutboxRelay(store, sender, FakeClock(NOW), owner="r1")
+    store.on_append(relay.wake)
+    await store.append(new_commit("o-0", 1))
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(interval_s=0.001, stop_event=stop))
+    for index in range(1, 40):  # a commit every 5 ms for 0.2 s while the broker refuses all
+        await store.append(new_commit(f"o-{index}", 1))
+        await asyncio.sleep(0.005)
+    stop.set()
+    await asyncio.wait_for(task, 1)
+    # back-off from 0.1 s doubling: at most a few runs in 0.2 s, not one per commit
+    assert 1 <= relay.metrics.failures <= 3

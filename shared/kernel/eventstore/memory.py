@@ -94,6 +94,7 @@ class InMemoryEventStore(EventStore):
                 due_at=utc(timer.due_at),
                 data=dict(timer.data),
             )
+        self._appended()
         return stored
 
     async def load_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:

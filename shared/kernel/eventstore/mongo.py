@@ -199,6 +199,7 @@ class MongoEventStore(EventStore):
                 await self._commits.insert_one(_document(stored, wires, commit))
             except DuplicateKeyError as error:
                 raise _duplicate(commit, error) from error
+        self._appended()
         return stored
 
     async def load_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:

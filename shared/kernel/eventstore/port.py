@@ -9,7 +9,7 @@ the errors below; nothing from aiosqlite or pymongo leaks through this port.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -165,10 +165,24 @@ class Backlog:
 
 
 class EventStore(ABC):
+    _append_listeners: tuple[Callable[[], None], ...] = ()
+
+    def on_append(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` (on the loop, without awaiting) after every commit this store
+        object appends: the outbox relay wakes on it instead of waiting for its next poll.
+        Commits appended by other processes are still found by polling."""
+        self._append_listeners = (*self._append_listeners, listener)
+
+    def _appended(self) -> None:
+        """Adapters call this once a commit is durable (the end of `append`)."""
+        for listener in self._append_listeners:
+            listener()
+
     @abstractmethod
     async def append(self, commit: NewCommit) -> Commit:
         """Store a commit atomically. Raises ConcurrencyConflict, DuplicateCausation, and
-        LeaseLost when `commit.fence` is no longer the lease's epoch."""
+        LeaseLost when `commit.fence` is no longer the lease's epoch. Tells `on_append`
+        listeners once it is stored."""
 
     @abstractmethod
     async def load_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:

@@ -292,6 +292,7 @@ class SQLiteEventStore(EventStore):
             self._heads.pop(commit.stream_id, None)
             raise
         self._remember_head(commit.stream_id, last_version, hash_)
+        self._appended()
         return stored_commit(
             position,
             commit.stream_id,
