@@ -6,19 +6,21 @@ Two readers, both opened with `file:…?mode=ro` (WAL lets them read beside the 
   inside its write transaction, so they grow in commit order) and keeps, for each wanted event
   type, the first `occurred_at` per `data.order_id`. Columns are selected by name.
 * `ViewPoller` runs in a separate process so that its queries never stall the load client's
-  event loop: every `interval_s` it reads the keys of collection `order_views` (a
-  WITHOUT ROWID table: no insertion order to follow, so it reads every key and diffs them in a
-  set) and records the wall-clock time of the first poll that saw each key. A key first seen
-  at poll time t became visible in (t - period, t]: the recorded lag is late by at most one
-  period between polls. The period stretches to 4x a poll's duration when scans get long
-  (many keys), so the poller never takes more than a quarter of a core; the mean period and
-  poll duration are reported.
+  event loop. The client hands it every order id it got a 201 for (`watch`); every
+  `interval_s` it looks up the ids still pending in collection `order_views` (a point lookup
+  per id, so a poll costs what is in flight, not what the view already holds) and records the
+  wall-clock time of the first poll that saw each. A key first seen at poll time t became
+  visible in (t - period, t]: the recorded lag is late by at most one period between polls
+  (the mean period and poll duration are reported). An id is watched from its 201 on, a few
+  milliseconds after OrderPlaced and well before its view can exist.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.queues
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -124,36 +126,45 @@ class ViewPollResult:
 
 
 def _poll_views(
-    path: str, interval_s: float, stop: EventType, out: multiprocessing.connection.Connection
+    path: str,
+    interval_s: float,
+    stop: EventType,
+    watched: multiprocessing.queues.SimpleQueue[str],
+    out: multiprocessing.connection.Connection,
 ) -> None:
     """The poller process: poll until `stop` is set, then one last poll, then send the result."""
     first_seen: dict[str, float] = {}
+    pending: set[str] = set()
     started = time.perf_counter()
     polls = errors = 0
     total = longest = 0.0
     connection: sqlite3.Connection | None = None
-    query = "SELECT key FROM documents WHERE collection = ?"
+    query = (
+        "SELECT key FROM documents WHERE collection = ? AND key IN (SELECT value FROM json_each(?))"
+    )
     while True:
         last = stop.is_set()
+        while not watched.empty():
+            pending.add(watched.get())
         began_wall, began = time.time(), time.perf_counter()
         try:
             if connection is None:
                 connection = connect_ro(Path(path))
-            keys = connection.execute(query, (VIEW_COLLECTION,)).fetchall()
+            keys = connection.execute(query, (VIEW_COLLECTION, json.dumps(list(pending))))
+            found = [key for (key,) in keys.fetchall()]
         except sqlite3.Error:
             errors += 1
-            keys = []
-        for (key,) in keys:
-            if key not in first_seen:
-                first_seen[key] = began_wall
+            found = []
+        for key in found:
+            first_seen[key] = began_wall
+        pending.difference_update(found)
         spent = time.perf_counter() - began
         polls += 1
         total += spent
         longest = max(longest, spent)
         if last:
             break
-        # Never more than a quarter of a core: with many keys a scan can outgrow the interval.
-        stop.wait(max(interval_s - spent, 3 * spent, 0.001))
+        stop.wait(max(interval_s - spent, 0.001))
     if connection is not None:
         connection.close()
     out.send(
@@ -176,15 +187,20 @@ class ViewPoller:
     def __init__(self, path: Path, interval_s: float = 0.025) -> None:
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
+        self._watched: multiprocessing.queues.SimpleQueue[str] = context.SimpleQueue()
         self._receive, send = context.Pipe(duplex=False)
         self._process: Any = context.Process(
             target=_poll_views,
-            args=(str(path), interval_s, self._stop, send),
+            args=(str(path), interval_s, self._stop, self._watched, send),
             name="view-poller",
             daemon=True,
         )
         self._process.start()
         send.close()
+
+    def watch(self, order_id: str) -> None:
+        """Time this order's view from now on (its 201 has arrived)."""
+        self._watched.put(order_id)
 
     @property
     def pid(self) -> int:
