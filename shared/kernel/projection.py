@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from shared.kernel.events.envelope import DomainEvent, Envelope
-from shared.kernel.readmodel.port import Document, DocumentStore
+from shared.kernel.readmodel.port import ConditionalWrite, Document, DocumentStore
 
 Fold = Callable[[Document | None, Envelope], Document | None]
 WRITE_ATTEMPTS = 20
@@ -60,26 +60,51 @@ async def project(documents: DocumentStore, projection: Projection, envelope: En
 async def project_many(
     documents: DocumentStore, projection: Projection, envelopes: Iterable[Envelope]
 ) -> None:
-    """Fold a batch of envelopes: each document is read and written once for all of its
-    envelopes (in their order), not once per envelope."""
+    """Fold a batch of envelopes: the batch's documents are read in one go and written in one
+    go (one transaction where the store can), each once for all of its envelopes (in their
+    order), each under its own compare-and-set. A document another writer changed meanwhile
+    is folded again from what it now holds, as `project` does."""
     by_key: dict[str, list[Envelope]] = {}
     for envelope in envelopes:
         key = projection.key_of(envelope)
         if key is not None:
             by_key.setdefault(key, []).append(envelope)
+    if not by_key:
+        return
+    stored = await documents.get_many(projection.collection, list(by_key))
+    writes: list[ConditionalWrite] = []
     for key, group in by_key.items():
-        for _ in range(WRITE_ATTEMPTS):
-            current = await documents.get(projection.collection, key)
-            document = current
-            for envelope in group:
-                document = projection.apply(document, envelope) or document
-            if document is current or document is None:
-                break
+        current = stored.get(key)
+        document = _folded(projection, current, group)
+        if document is not None:
             expected = None if current is None else {"revision": current["revision"]}
-            if await documents.put_if(projection.collection, key, document, expected):
-                break
-        else:
-            raise ViewWriteContention(f"{projection.collection}/{key}")
+            writes.append((key, document, expected))
+    for key in await documents.put_many_if(projection.collection, writes):
+        await _project_group(documents, projection, key, by_key[key])
+
+
+def _folded(
+    projection: Projection, current: Document | None, group: Sequence[Envelope]
+) -> Document | None:
+    """`current` after every envelope of `group`; None when none of them changed it."""
+    document = current
+    for envelope in group:
+        document = projection.apply(document, envelope) or document
+    return None if document is current else document
+
+
+async def _project_group(
+    documents: DocumentStore, projection: Projection, key: str, group: Sequence[Envelope]
+) -> None:
+    for _ in range(WRITE_ATTEMPTS):
+        current = await documents.get(projection.collection, key)
+        document = _folded(projection, current, group)
+        if document is None:
+            return
+        expected = None if current is None else {"revision": current["revision"]}
+        if await documents.put_if(projection.collection, key, document, expected):
+            return
+    raise ViewWriteContention(f"{projection.collection}/{key}")
 
 
 @dataclass(frozen=True)

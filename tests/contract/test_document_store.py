@@ -144,3 +144,42 @@ async def test_of_two_writers_from_the_same_revision_exactly_one_wins(
     assert sorted(results) == [False, True]
     stored = await documents.get("orders", "o-1")
     assert stored is not None and stored["by"] == ("first" if results[0] else "second")
+
+
+async def test_get_many_returns_the_stored_documents_of_the_keys_asked_for(
+    documents: DocumentStore,
+) -> None:
+    await documents.put("orders", "o-1", {"revision": 1})
+    await documents.put("orders", "o-2", {"revision": 2})
+    await documents.put("orders_replay", "o-3", {"revision": 3})
+
+    found = await documents.get_many("orders", ["o-1", "o-2", "o-3", "o-9"])
+
+    assert found == {"o-1": {"revision": 1}, "o-2": {"revision": 2}}
+    assert await documents.get_many("orders", []) == {}
+
+
+async def test_put_many_if_decides_each_document_by_its_own_condition(
+    documents: DocumentStore,
+) -> None:
+    await documents.put("orders", "o-1", {"revision": 1, "status": "a"})
+    await documents.put("orders", "o-2", {"revision": 5, "status": "moved on"})
+    await documents.put("orders", "o-3", {"revision": 1, "status": "there"})
+
+    refused = await documents.put_many_if(
+        "orders",
+        [
+            ("o-1", {"revision": 2, "status": "b"}, {"revision": 1}),  # still matches
+            ("o-2", {"revision": 2, "status": "lost"}, {"revision": 1}),  # another writer won
+            ("o-3", {"revision": 1, "status": "lost"}, None),  # already exists
+            ("o-4", {"revision": 1, "status": "new"}, None),  # new
+        ],
+    )
+
+    assert refused == {"o-2", "o-3"}
+    assert await documents.get_many("orders", ["o-1", "o-2", "o-3", "o-4"]) == {
+        "o-1": {"revision": 2, "status": "b"},
+        "o-2": {"revision": 5, "status": "moved on"},
+        "o-3": {"revision": 1, "status": "there"},
+        "o-4": {"revision": 1, "status": "new"},
+    }

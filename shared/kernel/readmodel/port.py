@@ -7,11 +7,13 @@ equality on top-level fields. A replay writes into a fresh collection and can sw
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 Document = dict[str, Any]
 Scalar = str | int | float | bool | None
+ConditionalWrite = tuple[str, Document, Mapping[str, Scalar] | None]
+"""(key, document, match) for `put_many_if`: `match` as in `put_if`."""
 
 
 class DocumentStore(ABC):
@@ -29,6 +31,26 @@ class DocumentStore(ABC):
         """Compare-and-set: store `document` only if the stored one still has the top-level
         values `match` (None: only if there is none yet). False when another writer got there
         first; the caller reloads and decides again."""
+
+    async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        """The stored documents of `keys` (absent keys are left out). Adapters may read them
+        in one query; this default reads them one by one."""
+        found: dict[str, Document] = {}
+        for key in keys:
+            document = await self.get(collection, key)
+            if document is not None:
+                found[key] = document
+        return found
+
+    async def put_many_if(self, collection: str, writes: Sequence[ConditionalWrite]) -> set[str]:
+        """Each write as `put_if`; the keys whose condition no longer held (nothing written
+        for them). Adapters may write the batch in one transaction (one commit rather than one
+        per document); keys are still decided one by one, never all or nothing."""
+        refused: set[str] = set()
+        for key, document, match in writes:
+            if not await self.put_if(collection, key, document, match):
+                refused.add(key)
+        return refused
 
     @abstractmethod
     async def find(

@@ -25,7 +25,7 @@ from shared.kernel.eventstore.sqlite import (
     run_on_loop,
     translated,
 )
-from shared.kernel.readmodel.port import Document, DocumentStore, Scalar
+from shared.kernel.readmodel.port import ConditionalWrite, Document, DocumentStore, Scalar
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -54,6 +54,24 @@ def _dumps(document: Document) -> str:
 def _loads(text: str) -> Document:
     """pydantic-core's parser: fast, and exact for integers beyond 64 bits (orjson's is not)."""
     return dict(from_json(text, cache_strings="keys"))
+
+
+def _conditional_write(
+    collection: str, key: str, document: Document, match: Mapping[str, Scalar] | None
+) -> tuple[str, list[Any]]:
+    """The statement of `put_if`: it changes one row exactly when the condition holds."""
+    if match is None:
+        sql = (
+            "INSERT INTO documents (collection, key, doc) VALUES (?, ?, ?) "
+            "ON CONFLICT (collection, key) DO NOTHING"
+        )
+        return sql, [collection, key, _dumps(document)]
+    conditions = " ".join("AND json_extract(doc, ?) = ?" for _ in match)
+    sql = f"UPDATE documents SET doc = ? WHERE collection = ? AND key = ? {conditions}"
+    parameters: list[Any] = [_dumps(document), collection, key]
+    for field, value in match.items():
+        parameters.extend((json_path(field), value))
+    return sql, parameters
 
 
 CHECKPOINT_EVERY_WRITES = 256
@@ -129,19 +147,47 @@ class SQLiteDocumentStore(DocumentStore):
     async def put_if(
         self, collection: str, key: str, document: Document, match: Mapping[str, Scalar] | None
     ) -> bool:
-        if match is None:
-            sql = (
-                "INSERT INTO documents (collection, key, doc) VALUES (?, ?, ?) "
-                "ON CONFLICT (collection, key) DO NOTHING"
-            )
-            parameters: list[Any] = [collection, key, _dumps(document)]
-        else:
-            conditions = " ".join("AND json_extract(doc, ?) = ?" for _ in match)
-            sql = f"UPDATE documents SET doc = ? WHERE collection = ? AND key = ? {conditions}"
-            parameters = [_dumps(document), collection, key]
-            for field, value in match.items():
-                parameters.extend((json_path(field), value))
+        sql, parameters = _conditional_write(collection, key, document, match)
         return bool(await self._point(sql, parameters, write=True) == 1)
+
+    async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        if not keys:
+            return {}
+        rows = await self._point(
+            "SELECT key, doc FROM documents WHERE collection = ? "
+            "AND key IN (SELECT value FROM json_each(?))",
+            (collection, json.dumps(list(keys))),
+            write=False,
+        )
+        return {key: _loads(doc) for key, doc in rows}
+
+    async def put_many_if(self, collection: str, writes: Sequence[ConditionalWrite]) -> set[str]:
+        """One transaction for the batch (one WAL commit, not one per document), each
+        document still under its own condition."""
+        if self._direct is None or len(writes) < 2:
+            return await super().put_many_if(collection, writes)
+        statements = [_conditional_write(collection, *write) for write in writes]
+
+        def transaction(connection: sqlite3.Connection) -> set[str]:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                refused = {
+                    key
+                    for key, (sql, parameters) in zip(
+                        (key for key, _, _ in writes), statements, strict=True
+                    )
+                    if connection.execute(sql, parameters).rowcount != 1
+                }
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            return refused
+
+        refused = await run_on_loop(self._direct, transaction)
+        self._checkpoints.wrote()
+        return refused
 
     async def find(
         self,
