@@ -3,7 +3,8 @@
 
 All against the real local broker and real SQLite: a consumer held back by its handler (a
 "paused" consumer) builds lag that the scrape shows per group and partition, and that falls
-once it goes on; an outbox whose relay does not run shows its backlog and a growing age."""
+once it goes on; an outbox whose lease a stalled replica holds shows its backlog and a
+growing age."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from shared.contracts.events import TOPICS, OrderShipped, default_registry
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.messaging import make_producer
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
+from shared.kernel.storage import open_event_store
 from tests.conftest import eventually
 from tests.integration.conftest import (
     Service,
@@ -59,13 +61,19 @@ def values(samples: list[Sample], name: str, **labels: str) -> list[float]:
 async def test_a_scrape_shows_request_histograms_process_metrics_and_a_growing_outbox_age(
     kafka: LocalBroker, tmp_path: Path, tokens: Tokens
 ) -> None:
-    # The relay polls once an hour; and either its first round already took the outbox lease
-    # or the test takes it now, for an hour: what is placed stays unpublished either way.
-    settings = service_settings(kafka, tmp_path, relay_interval_s=3600, outbox_stall_after_s=1)
+    # Another replica took the outbox lease for an hour and stalled (a paused process): this
+    # service's relay, woken by its own commit, finds the lease taken and publishes nothing.
+    settings = service_settings(kafka, tmp_path, outbox_stall_after_s=1)
+    stalled = await open_event_store(settings.store_url_for("order"))
+    try:
+        held = await stalled.try_lease(
+            "outbox", "stalled-replica", timedelta(hours=1), datetime.now(UTC)
+        )
+        assert held is not None
+    finally:
+        await stalled.close()
     async with running_services(settings, ["order"], consumers=False) as services:
         order = services["order"]
-        store = order.app.state.runtime.store
-        await store.try_lease("outbox", "test", timedelta(hours=1), datetime.now(UTC))
         # The registry is the process's: other tests' apps count there too, so deltas count.
         before = await scrape(order)
         placed = await order.client.post(
