@@ -30,6 +30,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 
+from shared.kernel.checkpoints import private_key_from_pem
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.registry import EventRegistry
 from shared.kernel.eventstore.port import Backlog, DueTimer, EventStore
@@ -49,6 +50,7 @@ from shared.kernel.metrics import RequestDuration, Scrape, ServiceMetrics, servi
 from shared.kernel.outbox import OutboxRelay, republish
 from shared.kernel.projection import Projection, Projector
 from shared.kernel.readmodel.port import DocumentStore
+from shared.kernel.sealing import CheckpointEvent, CheckpointSealer
 from shared.kernel.settings import Settings
 from shared.kernel.storage import open_document_store, open_event_store
 from shared.kernel.timers import TimerScheduler
@@ -104,6 +106,7 @@ class Runtime:
     consumers: list[EventConsumer] = field(default_factory=list)
     relay: OutboxRelay | None = None
     scheduler: TimerScheduler | None = None
+    sealer: CheckpointSealer | None = None
     broker: KafkaBroker | None = None
     metrics: ServiceMetrics | None = None
     consuming: bool = False  # every consumer group joined (they join after the port opens)
@@ -177,6 +180,7 @@ class ServiceSpec:
     routers: Sequence[APIRouter]
     registry: Callable[[], EventRegistry]
     wire: Callable[[Runtime], Wiring]
+    checkpoint_event: CheckpointEvent | None = None  # the event a sealed checkpoint travels in
 
 
 def process_owner(service: str, instance_id: str) -> str:
@@ -256,6 +260,20 @@ def create_service_app(
             )
             tasks.append(
                 asyncio.create_task(runtime.scheduler.run(settings.timer_interval_s, stop))
+            )
+        if settings.checkpoint_interval_s > 0 and spec.checkpoint_event is not None:
+            runtime.sealer = CheckpointSealer(
+                store,
+                sender,
+                clock,
+                private_key_from_pem(settings.checkpoint_key.encode()),
+                service=spec.name,
+                owner=owner,
+                event_of=spec.checkpoint_event,
+                interval=timedelta(seconds=settings.checkpoint_interval_s),
+            )
+            tasks.append(
+                asyncio.create_task(runtime.sealer.run(settings.checkpoint_interval_s, stop))
             )
         app.state.runtime = runtime
         app.state.context = wiring.context
@@ -364,7 +382,12 @@ def _counters(runtime: Runtime) -> Iterator[tuple[str, str, dict[str, str], floa
             labels,
             count,
         )
-    for part, name in ((runtime.relay, "outbox"), (runtime.scheduler, "timers")):
+    parts = (
+        (runtime.relay, "outbox"),
+        (runtime.scheduler, "timers"),
+        (runtime.sealer, "checkpoints"),
+    )
+    for part, name in parts:
         if part is not None:
             for counter, value in vars(part.metrics).items():
                 yield (
