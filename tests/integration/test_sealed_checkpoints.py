@@ -18,7 +18,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
-from operations.checkpoint import generate_key, open_documents
+from operations.checkpoint import generate_key, load_public_key, open_documents
 from operations.cli import EXIT_CHECKPOINT, EXIT_OK, app
 from operations.deadletters import read_topic
 from operations.localbroker import LocalBroker, create_topics
@@ -204,7 +204,10 @@ async def test_only_the_lease_holder_seals_and_an_unchanged_store_is_not_sealed_
         assert taken is not None and taken.position == sealed.position
         published = await seals_of(kafka, service)
         assert [event.seal_id for event in published] == [sealed.seal_id, taken.seal_id]
-        checkpoint = open_documents([event.document() for event in published], None, "the topic")
+        checkpoint = open_documents(
+            [event.document() for event in published], load_public_key(public), "the topic"
+        )
+        assert checkpoint.key_pinned
         assert set(checkpoint.heads[service]) == {
             s.stream_id for s in [c async for c in first.read_all()]
         }
