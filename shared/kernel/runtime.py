@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from shared.kernel.checkpoints import private_key_from_pem
 from shared.kernel.clock import Clock, SystemClock
+from shared.kernel.deadletter_depth import DeadLetterDepth
 from shared.kernel.events.registry import EventRegistry
 from shared.kernel.eventstore.port import Backlog, DueTimer, EventStore
 from shared.kernel.http import BodySizeLimit, install_problem_handlers
@@ -43,6 +44,7 @@ from shared.kernel.messaging import (
     RecordSender,
     as_sender,
     consumer_lag,
+    dlq_topic,
     make_kafka_broker,
     subscribe_events,
 )
@@ -107,6 +109,7 @@ class Runtime:
     relay: OutboxRelay | None = None
     scheduler: TimerScheduler | None = None
     sealer: CheckpointSealer | None = None
+    dead_letters: DeadLetterDepth | None = None  # read at scrape time
     broker: KafkaBroker | None = None
     metrics: ServiceMetrics | None = None
     consuming: bool = False  # every consumer group joined (they join after the port opens)
@@ -235,6 +238,12 @@ def create_service_app(
                 )
             )
         runtime.broker = broker
+        if wiring.subscriptions:
+            runtime.dead_letters = DeadLetterDepth(
+                settings,
+                [dlq_topic(t) for s in wiring.subscriptions for t in s.topics],
+                [consumer.group_id for consumer in runtime.consumers],
+            )
         runtime.metrics = ServiceMetrics(spec.name, partial(_counters, runtime))
         service_collector().add(runtime.metrics)
         owner = process_owner(spec.name, settings.instance_id)
@@ -291,6 +300,9 @@ def create_service_app(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, timeout=5)
             service_collector().remove(runtime.metrics)
+            if runtime.dead_letters is not None:
+                with contextlib.suppress(Exception):
+                    await runtime.dead_letters.close()
             await broker.stop()
             await documents.close()
             await store.close()
@@ -430,7 +442,21 @@ async def refresh_metrics(runtime: Runtime) -> None:
         backlog = await _backlog(runtime, now)
     except Exception:
         log.warning("store backlog unavailable for /metrics", exc_info=True)
-    runtime.metrics.scrape = Scrape(at=now, backlog=backlog, lag=await _lag(runtime))
+    runtime.metrics.scrape = Scrape(
+        at=now, backlog=backlog, lag=await _lag(runtime), dead_letters=await _dead_letters(runtime)
+    )
+
+
+async def _dead_letters(runtime: Runtime) -> dict[tuple[str, str], int]:
+    depth = runtime.dead_letters
+    if depth is None:
+        return {}
+    timeout = runtime.settings.health_timeout_s
+    try:
+        return await asyncio.wait_for(depth.refresh(timeout), timeout)
+    except Exception:  # the broker may be away, or the principal may not read the DLQs
+        log.warning("dead-letter depth unavailable; reporting the last read", exc_info=True)
+        return depth.waiting()
 
 
 async def readiness(runtime: Runtime) -> Health:
