@@ -57,19 +57,23 @@ SESSION_TIMEOUT_MS = "3000"
 
 
 STACK_TOPICS = [*TOPICS, *(f"{t}.dlq" for t in TOPICS), CHECKPOINT_TOPIC]
-EMBEDDED_CHECKPOINT_INTERVAL_S = 60
+EMBEDDED_CHECKPOINT_INTERVAL_S = 60.0
+DEMO_CHECKPOINT_INTERVAL_S = 2.0
 
 
-def checkpoint_env(settings: Settings, data_dir: Path) -> dict[str, str]:
-    """The embedded run seals checkpoints every minute with a key of its own, made once in the
-    data directory (`checkpoint-key.pem`, and `checkpoint-key.pub.pem` for the auditor); a
-    key or an interval set in the environment wins."""
+def checkpoint_env(
+    settings: Settings, data_dir: Path, interval_s: float = EMBEDDED_CHECKPOINT_INTERVAL_S
+) -> dict[str, str]:
+    """The embedded run seals checkpoints every minute (`--demo-windows`: every 2 s) with a key
+    of its own, made once in the data directory (`checkpoint-key.pem`, and
+    `checkpoint-key.pub.pem` for the auditor and the console); a key or an interval set in the
+    environment wins."""
     if settings.checkpoint_key:
         return {}
     private, public = data_dir / "checkpoint-key.pem", data_dir / "checkpoint-key.pub.pem"
     if not private.exists():
         generate_key(private, public)
-    interval = settings.checkpoint_interval_s or EMBEDDED_CHECKPOINT_INTERVAL_S
+    interval = settings.checkpoint_interval_s or interval_s
     return {
         "YELLOWCART_CHECKPOINT_KEY_FILE": str(private),
         "YELLOWCART_CHECKPOINT_INTERVAL_S": str(interval),
@@ -198,7 +202,14 @@ def run_stack(settings: Settings, console: Console, *, demo_windows: bool = Fals
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     port = settings.http_port
-    extra_env = {**(DEMO_WINDOWS_ENV if demo_windows else {}), **checkpoint_env(settings, data_dir)}
+    extra_env = {
+        **(DEMO_WINDOWS_ENV if demo_windows else {}),
+        **checkpoint_env(
+            settings,
+            data_dir,
+            DEMO_CHECKPOINT_INTERVAL_S if demo_windows else EMBEDDED_CHECKPOINT_INTERVAL_S,
+        ),
+    }
     broker = LocalBroker().start_sync()
     asyncio.run(create_topics(broker.bootstrap_servers, STACK_TOPICS))
     ports = {name: free_port() for name in SERVICES}

@@ -179,6 +179,12 @@ class Settings(BaseSettings):
         description="the Ed25519 private key (PEM text) checkpoints are signed with; give it "
         "as a file: YELLOWCART_CHECKPOINT_KEY_FILE. Required when the interval is not 0",
     )
+    checkpoint_public_key: str = Field(
+        "",
+        description="path of the Ed25519 public key (PEM) sealed checkpoints must be signed with "
+        "(the console; `verify --public-key` reads it too); empty: the key `yellowcart up` made "
+        "in the data directory, else only the key inside each checkpoint",
+    )
     health_timeout_s: float = Field(
         2.0, description="how long /health/ready waits for the store and the broker to answer"
     )
