@@ -203,7 +203,7 @@ class CheckpointSealer:
                     break
                 try:
                     await self.run_once()
-                except EventStoreError:
+                except Exception:  # a store or broker away: the next round tries again
                     log.exception("checkpoint round failed; retrying in %.1f s", interval_s)
         finally:
             with contextlib.suppress(EventStoreError):
