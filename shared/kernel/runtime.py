@@ -397,7 +397,7 @@ def _counters(runtime: Runtime) -> Iterator[tuple[str, str, dict[str, str], floa
     parts = (
         (runtime.relay, "outbox"),
         (runtime.scheduler, "timers"),
-        (runtime.sealer, "checkpoints"),
+        (getattr(runtime, "sealer", None), "checkpoints"),
     )
     for part, name in parts:
         if part is not None:
