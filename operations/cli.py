@@ -21,9 +21,12 @@ from shared.kernel.clock import SystemClock, to_rfc3339
 from shared.kernel.settings import Settings
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from operations.audit import ReplayReport, VerifyReport
     from operations.checkpoint import Checkpoint
     from operations.deadletters import Action, DeadLetter, Filters
+    from operations.sealed import LatestSeals
     from shared.kernel.eventstore.port import EventStore
 
 T = TypeVar("T")
@@ -222,6 +225,14 @@ AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output on
 Against = Annotated[
     Path | None, typer.Option("--against", help="a signed checkpoint the log must extend")
 ]
+AgainstTopic = Annotated[
+    bool,
+    typer.Option(
+        "--against-topic",
+        help="the latest checkpoint each service sealed on checkpoint.events (the broker at "
+        "YELLOWCART_BROKER_URL)",
+    ),
+]
 PublicKey = Annotated[
     Path | None,
     typer.Option(
@@ -273,22 +284,50 @@ async def _with_stores(
         await close_stores(stores)
 
 
-def _checkpoint(against: Path | None, public_key: Path | None) -> Checkpoint | None:
-    from operations.checkpoint import CheckpointError, load_public_key, open_checkpoint
+def _checkpoint(
+    against: Path | None, public_key: Path | None, against_topic: bool = False
+) -> Checkpoint | None:
+    from operations.checkpoint import (
+        CheckpointError,
+        open_checkpoint,
+        open_documents,
+    )
 
-    if against is None:
+    if against is None and not against_topic:
         return None
-    try:
-        key = load_public_key(public_key) if public_key else None
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read the public key {public_key}: {error}") from error
-    checkpoint = open_checkpoint(against, key)
+    if against is not None and against_topic:
+        raise CheckpointError("give --against FILE or --against-topic, not both")
+    key = _public_key(public_key)
+    if against is not None:
+        checkpoint = open_checkpoint(against, key)
+    else:
+        seals = _read_seals()
+        checkpoint = open_documents(seals.all_documents(), key, "checkpoint.events")
     if not checkpoint.key_pinned:
         _say(
             "[yellow]note:[/] the checkpoint's signature was checked with the key inside the "
             "file only; pass --public-key (the auditor's key) to know who signed it",
         )
     return checkpoint
+
+
+def _read_seals() -> LatestSeals:
+    from aiokafka.errors import KafkaError
+
+    from operations.checkpoint import CheckpointError
+    from operations.sealed import read_latest_seals
+
+    broker = Settings().broker_url
+    try:
+        seals = asyncio.run(read_latest_seals(broker))
+    except (KafkaError, TimeoutError) as error:
+        raise CheckpointError(f"cannot read checkpoint.events at {broker}: {error}") from error
+    if seals.malformed or seals.incomplete:
+        _say(
+            f"[yellow]note:[/] checkpoint.events holds {seals.malformed} malformed record(s) "
+            f"and {seals.incomplete} incomplete seal(s), skipped"
+        )
+    return seals
 
 
 @app.command()
@@ -305,6 +344,7 @@ def audit(
         Path | None, typer.Option("--out", help="write the report here (html: default ORDER.html)")
     ] = None,
     against: Against = None,
+    against_topic: AgainstTopic = False,
     public_key: PublicKey = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -316,7 +356,7 @@ def audit(
         _say(f"[red]refused:[/] --format must be table, json or html, not {output_format}")
         raise typer.Exit(EXIT_REFUSED)
     with _readable_errors():
-        checkpoint = _checkpoint(against, public_key)
+        checkpoint = _checkpoint(against, public_key, against_topic)
     report = _run(
         _with_stores(data_dir, lambda stores: audit_order(stores, order_id, as_of, checkpoint))
     )
@@ -342,6 +382,7 @@ def audit(
 @app.command()
 def verify(
     against: Against = None,
+    against_topic: AgainstTopic = False,
     public_key: PublicKey = None,
     as_json: AsJson = False,
     data_dir: DataDir = None,
@@ -353,7 +394,7 @@ def verify(
     from operations.progress import progress
 
     with _readable_errors():
-        checkpoint = _checkpoint(against, public_key)
+        checkpoint = _checkpoint(against, public_key, against_topic)
 
     async def work(stores: dict[str, EventStore]) -> VerifyReport:
         with progress(errors, "verifying", "events") as advance:
@@ -411,11 +452,13 @@ def print_verify(report: VerifyReport, out: Console) -> None:
 @app.command()
 def checkpoint(
     key: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            "--key", envvar="YELLOWCART_CHECKPOINT_KEY", help="the Ed25519 private key (PEM)"
+            "--key",
+            help="the Ed25519 private key (PEM file); default: the services' setting "
+            "YELLOWCART_CHECKPOINT_KEY (or its _FILE)",
         ),
-    ],
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="the checkpoint file")] = Path(
         "checkpoint.json"
     ),
@@ -430,9 +473,16 @@ def checkpoint(
     from operations.audit import verify_stores
     from operations.checkpoint import CheckpointError, load_private_key, seal
     from operations.progress import progress
+    from shared.kernel.checkpoints import private_key_from_pem
 
     try:
-        private_key = load_private_key(key)
+        if key is not None:
+            private_key = load_private_key(key)
+        elif Settings().checkpoint_key:
+            private_key = private_key_from_pem(Settings().checkpoint_key.encode())
+        else:
+            _say("[red]refused:[/] --key (or YELLOWCART_CHECKPOINT_KEY_FILE) names no key")
+            raise typer.Exit(EXIT_REFUSED)
     except (OSError, ValueError) as error:
         _say(f"[red]refused:[/] cannot read the private key {key}: {error}")
         raise typer.Exit(EXIT_REFUSED) from None
@@ -456,6 +506,37 @@ def checkpoint(
     document = seal(report.heads, SystemClock().now(), private_key)
     out.write_text(json.dumps(document, indent=1) + "\n")
     console.print(f"sealed {streams:,} streams of {len(report.heads)} stores into {out}")
+
+
+@app.command("checkpoint-fetch")
+def checkpoint_fetch(
+    out: Annotated[Path, typer.Option("--out", help="the checkpoint file to write")],
+    public_key: PublicKey = None,
+) -> None:
+    """Save the latest checkpoint each service sealed on checkpoint.events, for the auditor.
+
+    Every document's signature is checked first (with --public-key: the services' key);
+    `verify --against FILE` then checks the stores against it, long after the topic forgot."""
+    from operations.checkpoint import bundle, open_documents
+
+    with _readable_errors():
+        seals = _read_seals()
+        key = _public_key(public_key)
+        checkpoint = open_documents(seals.all_documents(), key, "checkpoint.events")
+    out.write_text(json.dumps(bundle(seals.all_documents()), indent=1) + "\n")
+    streams = sum(map(len, checkpoint.heads.values()))
+    for service, sealed_at in sorted(seals.sealed_at.items()):
+        console.print(f"{service:<15} sealed {sealed_at}")
+    console.print(f"wrote {streams:,} sealed heads of {len(seals.documents)} services to {out}")
+
+
+def _public_key(path: Path | None) -> Ed25519PublicKey | None:
+    from operations.checkpoint import CheckpointError, load_public_key
+
+    try:
+        return load_public_key(path) if path else None
+    except OSError as error:
+        raise CheckpointError(f"cannot read the public key {path}: {error}") from error
 
 
 @app.command("checkpoint-key")

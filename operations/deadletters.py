@@ -33,9 +33,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from shared.kernel.clock import Clock, to_rfc3339
+from shared.kernel.deadletter_depth import LEDGER_TOPIC
 from shared.kernel.messaging import REDRIVE_GROUP_HEADER, RecordSender, dlq_topic, send_and_wait
 
-LEDGER_TOPIC = "yellowcart.dlq.actions"
 DLQ_HEADERS = frozenset(
     {
         "error",

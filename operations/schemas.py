@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.contracts.events import ALL_EVENTS, PRODUCERS
+from shared.contracts.events import ALL_EVENTS, CHECKPOINT_TOPIC, PRODUCERS
 from shared.kernel.events.envelope import DomainEvent, Envelope
 
 
@@ -22,19 +22,35 @@ def asyncapi_document() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for topic, producer in PRODUCERS.items():
+    published = [
+        (
+            topic,
+            f"events of the {producer} service; key = "
+            + ("seller_id" if producer == "penalty" else "order_id"),
+            f"published by {producer} through its outbox",
+        )
+        for topic, producer in PRODUCERS.items()
+    ]
+    published.append(
+        (
+            CHECKPOINT_TOPIC,
+            "signed checkpoints each service seals of its own store; key = service",
+            "published by every service's lease-holding replica, every "
+            "YELLOWCART_CHECKPOINT_INTERVAL_S",
+        )
+    )
+    for topic, description, summary in published:
         names = [e.event_type for e in ALL_EVENTS if e.topic == topic]
         channel_id = topic.replace(".", "_")
         channels[channel_id] = {
             "address": topic,
-            "description": f"events of the {producer} service; key = "
-            + ("seller_id" if producer == "penalty" else "order_id"),
+            "description": description,
             "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in names},
         }
         operations[f"{channel_id}_publish"] = {
             "action": "send",
             "channel": {"$ref": f"#/channels/{channel_id}"},
-            "summary": f"published by {producer} through its outbox",
+            "summary": summary,
         }
     for event_class in ALL_EVENTS:
         name = event_class.event_type

@@ -29,11 +29,12 @@ import uvicorn
 from rich.console import Console
 
 from operations.catalog import SERVICES
+from operations.checkpoint import generate_key
 from operations.gateway import create_gateway
 from operations.identities import EXAMPLE_USERS
 from operations.localbroker import LocalBroker, LocalBrokerError, create_topics, free_port
 from operations.supervisor import Child, Supervisor, answers_health
-from shared.contracts.events import TOPICS
+from shared.contracts.events import CHECKPOINT_TOPIC, TOPICS
 from shared.kernel.clock import SystemClock
 from shared.kernel.settings import Settings
 
@@ -53,6 +54,30 @@ REPUBLISH = "--republish-on-start"
 # A killed service's consumers hold their partitions until their session times out: 3 s
 # (Tansu answers a join after about half of it) keeps a restart's rebalance short.
 SESSION_TIMEOUT_MS = "3000"
+
+
+STACK_TOPICS = [*TOPICS, *(f"{t}.dlq" for t in TOPICS), CHECKPOINT_TOPIC]
+EMBEDDED_CHECKPOINT_INTERVAL_S = 60.0
+DEMO_CHECKPOINT_INTERVAL_S = 2.0
+
+
+def checkpoint_env(
+    settings: Settings, data_dir: Path, interval_s: float = EMBEDDED_CHECKPOINT_INTERVAL_S
+) -> dict[str, str]:
+    """The embedded run seals checkpoints every minute (`--demo-windows`: every 2 s) with a key
+    of its own, made once in the data directory (`checkpoint-key.pem`, and
+    `checkpoint-key.pub.pem` for the auditor and the console); a key or an interval set in the
+    environment wins."""
+    if settings.checkpoint_key:
+        return {}
+    private, public = data_dir / "checkpoint-key.pem", data_dir / "checkpoint-key.pub.pem"
+    if not private.exists():
+        generate_key(private, public)
+    interval = settings.checkpoint_interval_s or interval_s
+    return {
+        "YELLOWCART_CHECKPOINT_KEY_FILE": str(private),
+        "YELLOWCART_CHECKPOINT_INTERVAL_S": str(interval),
+    }
 
 
 def _children(
@@ -137,7 +162,7 @@ def _restart_broker(broker: LocalBroker, supervisor: Supervisor) -> None:
             break
         except LocalBrokerError:  # the port may still be held for a moment
             time.sleep(0.5)
-    asyncio.run(create_topics(broker.bootstrap_servers, [*TOPICS, *(f"{t}.dlq" for t in TOPICS)]))
+    asyncio.run(create_topics(broker.bootstrap_servers, STACK_TOPICS))
     _republish_on_next_start(supervisor, True)
     supervisor.start()
     _republish_on_next_start(supervisor, False)
@@ -158,6 +183,9 @@ def _banner(
         console.print(f"    {name:<15}http://127.0.0.1:{port}/metrics")
     console.print(f"  broker:     {broker} (local, in memory)")
     console.print(f"  data:       {Path(settings.data_dir).resolve()}")
+    if not settings.checkpoint_key:
+        public = Path(settings.data_dir).resolve() / "checkpoint-key.pub.pem"
+        console.print(f"  checkpoints: sealed onto {CHECKPOINT_TOPIC}; verify with {public}")
     console.print("  example tokens (Authorization: Bearer <token>):")
     for role, sub in EXAMPLE_USERS:
         token = settings.issue_token(sub, role, now, timedelta(days=30))
@@ -174,9 +202,16 @@ def run_stack(settings: Settings, console: Console, *, demo_windows: bool = Fals
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     port = settings.http_port
-    extra_env = DEMO_WINDOWS_ENV if demo_windows else {}
+    extra_env = {
+        **(DEMO_WINDOWS_ENV if demo_windows else {}),
+        **checkpoint_env(
+            settings,
+            data_dir,
+            DEMO_CHECKPOINT_INTERVAL_S if demo_windows else EMBEDDED_CHECKPOINT_INTERVAL_S,
+        ),
+    }
     broker = LocalBroker().start_sync()
-    asyncio.run(create_topics(broker.bootstrap_servers, [*TOPICS, *(f"{t}.dlq" for t in TOPICS)]))
+    asyncio.run(create_topics(broker.bootstrap_servers, STACK_TOPICS))
     ports = {name: free_port() for name in SERVICES}
     supervisor = Supervisor(_children(data_dir, broker.bootstrap_servers, ports, extra_env))
     supervisor.start()

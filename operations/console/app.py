@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
@@ -31,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from operations.audit import audit_order
 from operations.catalog import SERVICES
+from operations.checkpoint import Checkpoint, CheckpointError, load_public_key, open_documents
 from operations.console.api import Answer, ServiceApi
 from operations.console.charts import points_history, step_chart
 from operations.deadletters import (
@@ -42,6 +44,7 @@ from operations.deadletters import (
     redrive,
 )
 from operations.identities import EXAMPLE_USERS
+from operations.sealed import read_latest_seals
 from operations.stores import (
     StoreSelectionError,
     close_stores,
@@ -65,6 +68,32 @@ EXAMPLE_TOKEN_TTL = timedelta(hours=12)
 SESSION_MAX_AGE_S = 12 * 3600
 QUEUE_STATUSES = ("under_review", "approved", "rejected", "closed", "all")
 SELLER_REASONS = ("out_of_stock", "cannot_ship")
+CHECKPOINT_CACHE_S = 5.0  # the checkpoint topic is read at most this often per gateway
+
+
+@dataclass(frozen=True)
+class SealedCheckpoint:
+    """What the order page says about the latest sealed checkpoints: the checkpoint (None when
+    there is none or it cannot be trusted) and a sentence for the page."""
+
+    checkpoint: Checkpoint | None
+    note: str
+
+
+def _alarming(audit: dict[str, Any] | None) -> bool:
+    """A broken chain or a checkpoint the log no longer extends (the page marks it `bad`)."""
+    return audit is not None and not (audit["chain_ok"] and audit["checkpoint_ok"])
+
+
+def checkpoint_cell(status: str | None, sealed_at: str) -> tuple[str, str]:
+    """(css class, text) of one stream's checkpoint status in the audit report."""
+    if status is None:
+        return "", "no checkpoint"
+    if status == "extended":
+        return "ok", f"verified: extends the seal of {_when(sealed_at)}"
+    if status == "not sealed":
+        return "", "not covered yet (written after the latest seal)"
+    return "bad", f"broken: {status}"
 
 
 def is_console_path(path: str) -> bool:
@@ -116,6 +145,8 @@ class Console:
             value, indent=2, sort_keys=True, default=str
         )
         self.templates.filters["when"] = _when
+        self.templates.globals["checkpoint_cell"] = checkpoint_cell
+        self._sealed: tuple[float, SealedCheckpoint] | None = None
 
     @property
     def embedded(self) -> bool:
@@ -173,9 +204,53 @@ class Console:
             )
         return problem_response(status, title, detail, request.url.path)
 
-    async def audit(self, order_id: str, as_of: datetime | None) -> dict[str, Any] | None:
-        """The audit tool's report on one order (chains, view as of a moment), or None where
-        the stores cannot be read: the page then shows what the API gave, never an error."""
+    async def sealed_checkpoint(self) -> SealedCheckpoint:
+        """The latest checkpoint each service sealed on the checkpoint topic, every signature
+        checked (with the configured public key when there is one); read at most every
+        `CHECKPOINT_CACHE_S`."""
+        now = time.monotonic()
+        if self._sealed is not None and now - self._sealed[0] < CHECKPOINT_CACHE_S:
+            return self._sealed[1]
+        sealed = await self._read_sealed()
+        self._sealed = (now, sealed)
+        return sealed
+
+    async def _read_sealed(self) -> SealedCheckpoint:
+        try:
+            seals = await read_latest_seals(self.settings.broker_url)
+        except Exception:  # the broker away must not take the page down
+            log.warning("the checkpoint topic could not be read", exc_info=True)
+            return SealedCheckpoint(None, "The checkpoint topic could not be read just now.")
+        if not seals.documents:
+            return SealedCheckpoint(None, "No service has sealed a checkpoint yet.")
+        key_path = self.public_key_path()
+        try:
+            key = load_public_key(key_path) if key_path else None
+            checkpoint = open_documents(seals.all_documents(), key, "checkpoint.events")
+        except (CheckpointError, OSError) as error:
+            return SealedCheckpoint(None, f"The latest sealed checkpoint is not trusted: {error}")
+        pinned = (
+            "signed with the platform's key"
+            if checkpoint.key_pinned
+            else ("signature checked with the key inside it only (no public key configured)")
+        )
+        sealed = ", ".join(
+            f"{service} {_when(at)}" for service, at in sorted(checkpoint.sealed_at_of.items())
+        )
+        return SealedCheckpoint(checkpoint, f"Latest sealed checkpoints: {sealed}; {pinned}.")
+
+    def public_key_path(self) -> Path | None:
+        if self.settings.checkpoint_public_key:
+            return Path(self.settings.checkpoint_public_key)
+        embedded = Path(self.settings.data_dir) / "checkpoint-key.pub.pem"
+        return embedded if self.embedded and embedded.exists() else None
+
+    async def audit(
+        self, order_id: str, as_of: datetime | None, checkpoint: Checkpoint | None = None
+    ) -> dict[str, Any] | None:
+        """The audit tool's report on one order (chains, checkpoint status, view as of a
+        moment), or None where the stores cannot be read: the page then shows what the API
+        gave, never an error."""
         try:
             urls = service_store_urls(self.settings, self.embedded_data_dir())
         except StoreSelectionError:
@@ -183,7 +258,7 @@ class Console:
         try:
             stores = await open_service_stores(urls)
             try:
-                return await audit_order(stores, order_id, as_of)
+                return await audit_order(stores, order_id, as_of, checkpoint)
             finally:
                 await close_stores(stores)
         except Exception:  # a store busy, gone or not its service's must not take the page down
@@ -505,7 +580,8 @@ def _order_routes(app: FastAPI, console: Console) -> None:
         if known_events == len(view.body["timeline"]):
             return Response(status_code=204)  # nothing new: spare the stores the audit
         # the caller may see this order (the API said so): now what only the stores can tell
-        audit = await console.audit(order_id, as_of)
+        sealed = await console.sealed_checkpoint()
+        audit = await console.audit(order_id, as_of, sealed.checkpoint)
         timeline = view.body["timeline"]
         for entry in timeline:
             entry["later"] = as_of is not None and utc(datetime.fromisoformat(entry["at"])) > as_of
@@ -513,8 +589,9 @@ def _order_routes(app: FastAPI, console: Console) -> None:
             "order": view.body,
             "timeline": timeline,
             "audit": audit,
+            "sealed": sealed,
             "as_of": as_of,
-            "signature": f"{len(timeline)}:{'bad' if audit and not audit['chain_ok'] else 'ok'}",
+            "signature": f"{len(timeline)}:{'bad' if _alarming(audit) else 'ok'}",
             "live_url": f"{PREFIX}/orders/{quote(order_id)}/live",
             "poll_ms": POLL_INTERVAL_MS,
         }

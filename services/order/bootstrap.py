@@ -9,7 +9,13 @@ from services.order.api import router
 from services.order.domain import Order
 from services.order.handlers import OrderContext
 from services.order.projection import ORDER_VIEW
-from shared.contracts.events import DISPUTE_TOPIC, PAYMENT_TOPIC, TOPICS, default_registry
+from shared.contracts.events import (
+    DISPUTE_TOPIC,
+    PAYMENT_TOPIC,
+    TOPICS,
+    CheckpointSealed,
+    default_registry,
+)
 from shared.contracts.policy import Policy
 from shared.kernel.application import Repository
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
@@ -30,4 +36,11 @@ def bootstrap(policy: Policy) -> ServiceSpec:
             ],
         )
 
-    return ServiceSpec(NAME, "yellowcart order service", [router], default_registry, wire)
+    return ServiceSpec(
+        NAME,
+        "yellowcart order service",
+        [router],
+        default_registry,
+        wire,
+        checkpoint_event=CheckpointSealed.model_validate,
+    )

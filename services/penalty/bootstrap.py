@@ -8,7 +8,7 @@ from services.penalty import handlers
 from services.penalty.api import router
 from services.penalty.domain import SellerRecord
 from services.penalty.handlers import PenaltyContext
-from shared.contracts.events import ORDER_TOPIC, default_registry
+from shared.contracts.events import ORDER_TOPIC, CheckpointSealed, default_registry
 from shared.contracts.policy import Policy
 from shared.kernel.application import Repository
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
@@ -26,4 +26,11 @@ def bootstrap(policy: Policy) -> ServiceSpec:
         consumer = Subscription((ORDER_TOPIC,), "records", partial(handlers.on_order_event, ctx))
         return Wiring(ctx, [consumer], on_timer=partial(handlers.on_timer, ctx))
 
-    return ServiceSpec(NAME, "yellowcart penalty service", [router], default_registry, wire)
+    return ServiceSpec(
+        NAME,
+        "yellowcart penalty service",
+        [router],
+        default_registry,
+        wire,
+        checkpoint_event=CheckpointSealed.model_validate,
+    )

@@ -8,7 +8,7 @@ from services.seller_dispute import handlers
 from services.seller_dispute.api import router
 from services.seller_dispute.handlers import CaseRepository, DisputeContext
 from services.seller_dispute.review_queue import REVIEW_QUEUE
-from shared.contracts.events import DISPUTE_TOPIC, ORDER_TOPIC, default_registry
+from shared.contracts.events import DISPUTE_TOPIC, ORDER_TOPIC, CheckpointSealed, default_registry
 from shared.contracts.policy import Policy
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 
@@ -26,4 +26,11 @@ def bootstrap(policy: Policy) -> ServiceSpec:
         consumers = [facts, queue]
         return Wiring(ctx, consumers, on_timer=partial(handlers.on_timer, ctx))
 
-    return ServiceSpec(NAME, "yellowcart seller-dispute service", [router], default_registry, wire)
+    return ServiceSpec(
+        NAME,
+        "yellowcart seller-dispute service",
+        [router],
+        default_registry,
+        wire,
+        checkpoint_event=CheckpointSealed.model_validate,
+    )

@@ -9,7 +9,7 @@ reasons are closed enums; every decision records the policy version.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,9 @@ PAYMENT_TOPIC = "payment.events"
 DISPUTE_TOPIC = "dispute.events"
 PENALTY_TOPIC = "penalty.events"
 TOPICS = (ORDER_TOPIC, PAYMENT_TOPIC, DISPUTE_TOPIC, PENALTY_TOPIC)
+CHECKPOINT_TOPIC = "checkpoint.events"
+"""Signed checkpoints every service seals of its own store (`CheckpointSealed`), kept outside
+the stores; no service consumes it (the auditor's tools and the console read it)."""
 PRODUCERS = {
     ORDER_TOPIC: "order",
     PAYMENT_TOPIC: "payment",
@@ -385,6 +388,61 @@ class SellerStandingChanged(PenaltyEvent):
     policy_version: str = text(200)
 
 
+# --- checkpoint.events -----------------------------------------------------------------------
+
+
+class SealedHead(_Value):
+    """Where a stream ended when it was sealed: its last version, that commit's hash and store
+    position."""
+
+    version: int = whole(ge=1, le=2**62)
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$", strict=True)
+    position: int = whole(ge=1, le=2**62)
+
+
+class CheckpointSignature(_Value):
+    algorithm: Literal["Ed25519"]
+    public_key: str = Field(
+        pattern=r"^[A-Za-z0-9+/=]{44}$", strict=True, description="raw key, base64"
+    )
+    value: str = Field(
+        pattern=r"^[A-Za-z0-9+/=]{88}$",
+        strict=True,
+        description="signature of the document without `signature`, in canonical JSON, base64",
+    )
+
+
+class SealedCheckpoint(_Value):
+    """A checkpoint document (`yellowcart-checkpoint/1`), as `yellowcart checkpoint` writes it."""
+
+    format: Literal["yellowcart-checkpoint/1"]
+    sealed_at: str = text(40, examples=["2026-12-05T03:00:00.000000Z"])
+    stores: dict[str, dict[str, SealedHead]] = Field(
+        description="service -> stream id -> its sealed head"
+    )
+    signature: CheckpointSignature
+
+
+class CheckpointSealed(DomainEvent):
+    """A service signed the heads of every stream of its own store (one part of a seal: a
+    large store is sealed in parts of at most 2,000 streams, each a complete document)."""
+
+    topic: ClassVar[str] = CHECKPOINT_TOPIC
+    event_type: ClassVar[str] = "CheckpointSealed"
+    service: str = identifier(40)
+    seal_id: str = identifier(64)
+    part: int = whole(ge=1, le=1_000_000)
+    parts: int = whole(ge=1, le=1_000_000)
+    checkpoint: SealedCheckpoint
+
+    def partition_key(self) -> str:
+        return self.service
+
+    def document(self) -> dict[str, Any]:
+        """The signed document, exactly as it was signed."""
+        return self.checkpoint.model_dump(mode="json")
+
+
 ALL_EVENTS: tuple[type[DomainEvent], ...] = (
     OrderPlaced,
     OrderPaymentConfirmed,
@@ -410,6 +468,7 @@ ALL_EVENTS: tuple[type[DomainEvent], ...] = (
     PenaltyApplied,
     PenaltyExpired,
     SellerStandingChanged,
+    CheckpointSealed,
 )
 
 

@@ -66,6 +66,7 @@ class Scrape:
     at: datetime | None = None
     backlog: Backlog | None = None
     lag: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (group, topic, p)
+    dead_letters: dict[tuple[str, str], int] = field(default_factory=dict)  # (dlq topic, group)
 
 
 CounterSource = Callable[[], Iterable[tuple[str, str, Mapping[str, str], float]]]
@@ -134,8 +135,16 @@ def _scrape_families(services: list[ServiceMetrics]) -> Iterator[Metric]:
         "Records of a partition after the consumer group's committed offset",
         labels=["service", "group", "topic", "partition"],
     )
+    waiting = GaugeMetricFamily(
+        "yellowcart_dead_letters_waiting",
+        "Dead letters of this service's consumer groups neither redriven nor purged, "
+        "by dead-letter topic and group",
+        labels=["service", "topic", "group"],
+    )
     for metrics in services:
         scrape = metrics.scrape
+        for (topic, group), letters in sorted(scrape.dead_letters.items()):
+            waiting.add_metric([metrics.service, topic, group], letters)
         if scrape.backlog is not None and scrape.at is not None:
             backlog = scrape.backlog
             oldest = backlog.oldest_unpublished_at
@@ -146,7 +155,7 @@ def _scrape_families(services: list[ServiceMetrics]) -> Iterator[Metric]:
             overdue.add_metric([metrics.service], backlog.timers_overdue)
         for (group, topic, partition), records in sorted(scrape.lag.items()):
             lag.add_metric([metrics.service, group, topic, str(partition)], records)
-    yield from (unpublished, age, due, overdue, lag)
+    yield from (unpublished, age, due, overdue, lag, waiting)
 
 
 _collector: ServiceCollector | None = None

@@ -30,7 +30,9 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 
+from shared.kernel.checkpoints import private_key_from_pem
 from shared.kernel.clock import Clock, SystemClock
+from shared.kernel.deadletter_depth import DeadLetterDepth
 from shared.kernel.events.registry import EventRegistry
 from shared.kernel.eventstore.port import Backlog, DueTimer, EventStore
 from shared.kernel.http import BodySizeLimit, install_problem_handlers
@@ -42,6 +44,7 @@ from shared.kernel.messaging import (
     RecordSender,
     as_sender,
     consumer_lag,
+    dlq_topic,
     make_kafka_broker,
     subscribe_events,
 )
@@ -49,6 +52,7 @@ from shared.kernel.metrics import RequestDuration, Scrape, ServiceMetrics, servi
 from shared.kernel.outbox import OutboxRelay, republish
 from shared.kernel.projection import Projection, Projector
 from shared.kernel.readmodel.port import DocumentStore
+from shared.kernel.sealing import CheckpointEvent, CheckpointSealer
 from shared.kernel.settings import Settings
 from shared.kernel.storage import open_document_store, open_event_store
 from shared.kernel.timers import TimerScheduler
@@ -104,6 +108,8 @@ class Runtime:
     consumers: list[EventConsumer] = field(default_factory=list)
     relay: OutboxRelay | None = None
     scheduler: TimerScheduler | None = None
+    sealer: CheckpointSealer | None = None
+    dead_letters: DeadLetterDepth | None = None  # read at scrape time
     broker: KafkaBroker | None = None
     metrics: ServiceMetrics | None = None
     consuming: bool = False  # every consumer group joined (they join after the port opens)
@@ -177,6 +183,7 @@ class ServiceSpec:
     routers: Sequence[APIRouter]
     registry: Callable[[], EventRegistry]
     wire: Callable[[Runtime], Wiring]
+    checkpoint_event: CheckpointEvent | None = None  # the event a sealed checkpoint travels in
 
 
 def process_owner(service: str, instance_id: str) -> str:
@@ -231,6 +238,12 @@ def create_service_app(
                 )
             )
         runtime.broker = broker
+        if wiring.subscriptions:
+            runtime.dead_letters = DeadLetterDepth(
+                settings,
+                [dlq_topic(t) for s in wiring.subscriptions for t in s.topics],
+                [consumer.group_id for consumer in runtime.consumers],
+            )
         runtime.metrics = ServiceMetrics(spec.name, partial(_counters, runtime))
         service_collector().add(runtime.metrics)
         owner = process_owner(spec.name, settings.instance_id)
@@ -257,6 +270,20 @@ def create_service_app(
             tasks.append(
                 asyncio.create_task(runtime.scheduler.run(settings.timer_interval_s, stop))
             )
+        if settings.checkpoint_interval_s > 0 and spec.checkpoint_event is not None:
+            runtime.sealer = CheckpointSealer(
+                store,
+                sender,
+                clock,
+                private_key_from_pem(settings.checkpoint_key.encode()),
+                service=spec.name,
+                owner=owner,
+                event_of=spec.checkpoint_event,
+                interval=timedelta(seconds=settings.checkpoint_interval_s),
+            )
+            tasks.append(
+                asyncio.create_task(runtime.sealer.run(settings.checkpoint_interval_s, stop))
+            )
         app.state.runtime = runtime
         app.state.context = wiring.context
         log.info(
@@ -273,6 +300,9 @@ def create_service_app(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, timeout=5)
             service_collector().remove(runtime.metrics)
+            if runtime.dead_letters is not None:
+                with contextlib.suppress(Exception):
+                    await runtime.dead_letters.close()
             await broker.stop()
             await documents.close()
             await store.close()
@@ -364,7 +394,12 @@ def _counters(runtime: Runtime) -> Iterator[tuple[str, str, dict[str, str], floa
             labels,
             count,
         )
-    for part, name in ((runtime.relay, "outbox"), (runtime.scheduler, "timers")):
+    parts = (
+        (runtime.relay, "outbox"),
+        (runtime.scheduler, "timers"),
+        (getattr(runtime, "sealer", None), "checkpoints"),
+    )
+    for part, name in parts:
         if part is not None:
             for counter, value in vars(part.metrics).items():
                 yield (
@@ -407,7 +442,21 @@ async def refresh_metrics(runtime: Runtime) -> None:
         backlog = await _backlog(runtime, now)
     except Exception:
         log.warning("store backlog unavailable for /metrics", exc_info=True)
-    runtime.metrics.scrape = Scrape(at=now, backlog=backlog, lag=await _lag(runtime))
+    runtime.metrics.scrape = Scrape(
+        at=now, backlog=backlog, lag=await _lag(runtime), dead_letters=await _dead_letters(runtime)
+    )
+
+
+async def _dead_letters(runtime: Runtime) -> dict[tuple[str, str], int]:
+    depth = runtime.dead_letters
+    if depth is None:
+        return {}
+    timeout = runtime.settings.health_timeout_s
+    try:
+        return await asyncio.wait_for(depth.refresh(timeout), timeout)
+    except Exception:  # the broker may be away, or the principal may not read the DLQs
+        log.warning("dead-letter depth unavailable; reporting the last read", exc_info=True)
+        return depth.waiting()
 
 
 async def readiness(runtime: Runtime) -> Health:

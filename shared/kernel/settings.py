@@ -167,6 +167,24 @@ class Settings(BaseSettings):
         description="`json`: one JSON object per line; `console`: for people; `auto`: console "
         "on a terminal, JSON otherwise",
     )
+    checkpoint_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="how often each service's lease-holding replica signs the heads of its "
+        "store and publishes them to checkpoint.events (a round with nothing new publishes "
+        "nothing); 0 = never. `yellowcart up` seals every 60 s",
+    )
+    checkpoint_key: str = Field(
+        "",
+        description="the Ed25519 private key (PEM text) checkpoints are signed with; give it "
+        "as a file: YELLOWCART_CHECKPOINT_KEY_FILE. Required when the interval is not 0",
+    )
+    checkpoint_public_key: str = Field(
+        "",
+        description="path of the Ed25519 public key (PEM) sealed checkpoints must be signed with "
+        "(the console; `verify --public-key` reads it too); empty: the key `yellowcart up` made "
+        "in the data directory, else only the key inside each checkpoint",
+    )
     health_timeout_s: float = Field(
         2.0, description="how long /health/ready waits for the store and the broker to answer"
     )
@@ -190,6 +208,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_dev_secrets_outside_embedded(self) -> Settings:
+        if self.checkpoint_interval_s and not self.checkpoint_key:
+            raise ValueError(
+                "YELLOWCART_CHECKPOINT_KEY_FILE must name the Ed25519 private key (PEM) "
+                "checkpoints are signed with, or YELLOWCART_CHECKPOINT_INTERVAL_S be 0"
+            )
         if self.environment != "embedded":
             if not self.token_jwks:
                 raise ValueError(

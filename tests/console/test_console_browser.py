@@ -164,6 +164,20 @@ def test_operator_approves_a_filing_and_watches_refund_and_penalty_arrive_live(
         f"seller-{api.seller}",
     } or len(chains) == 4
 
+    # the services seal their stores every 2 s: once the four streams are sealed, the page
+    # (reloaded: a seal is not an event, so the live poll does not bring it) says so
+    def checkpoint_cells() -> list[str]:
+        cells = browser.driver.find_elements(By.CSS_SELECTOR, "td.checkpoint")
+        return [cell.text for cell in cells]
+
+    deadline = time.monotonic() + 30
+    while not all(cell.startswith("verified") for cell in checkpoint_cells()):
+        assert time.monotonic() < deadline, f"never all sealed: {checkpoint_cells()}"
+        time.sleep(1)
+        browser.driver.refresh()
+    assert len(checkpoint_cells()) == 4
+    assert "Latest sealed checkpoints:" in browser.text()
+
     # each event expands to its JSON
     refund = browser.driver.find_element(
         By.XPATH, "//li[.//span[@class='etype' and text()='RefundIssued']]"

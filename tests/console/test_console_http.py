@@ -4,9 +4,12 @@ API the console calls."""
 
 from __future__ import annotations
 
+import html
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import httpx
@@ -15,6 +18,7 @@ import pytest
 from operations.demo.client import Api
 from shared.kernel.auth import Role, mint_token
 from shared.kernel.settings import Settings
+from tests.integration.test_checkpoints import rewrite_and_rehash
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
 
@@ -142,3 +146,40 @@ def test_the_state_as_of_a_moment_before_the_order_is_empty_and_a_bad_moment_is_
     assert "Nothing had happened" not in now.text and "awaiting payment" in now.text
     bad = client.get(page, params={"as_of": "yesterday"})
     assert bad.status_code == 422 and "as_of" in bad.json()["detail"]
+
+
+def checkpoint_cell_of(page: str, stream: str) -> str:
+    """The checkpoint column of the stream's row in the order page's chain table."""
+    row = re.search(rf"<code>{stream}</code>.*?</tr>", page, re.DOTALL)
+    assert row, f"no row for {stream}"
+    cell = re.search(r'<td class="checkpoint[^"]*">([^<]*)</td>', row.group(0))
+    assert cell, row.group(0)
+    return html.unescape(cell.group(0))
+
+
+def test_the_order_page_shows_streams_verified_against_the_latest_seal_and_a_rewrite_as_broken(
+    client: httpx.Client, system: str, system_root: Path
+) -> None:
+    """`up --demo-windows` seals every 2 s; the rewrite is the attacker's: an event edited and
+    every later hash of its stream recomputed in the live store, so the chain is intact."""
+    api = Api(system, Settings(), uuid4().hex[:8])
+    order_id = api.place("bank_transfer")["order_id"]
+    api.wait_for(order_id, lambda view: len(view["timeline"]) == 3, "three events")
+    sign_in(client, token_for(Role.OPERATOR, "operator-http"))
+    page, stream = f"/console/orders/{order_id}", f"order-{order_id}"
+    deadline = time.monotonic() + 30
+    while "verified" not in checkpoint_cell_of(client.get(page, headers=HTML).text, stream):
+        assert time.monotonic() < deadline, "the order's stream was never sealed"
+        time.sleep(0.5)
+    shown = html.unescape(client.get(page, headers=HTML).text)
+    assert "Latest sealed checkpoints:" in shown and "signed with the platform's key" in shown
+
+    version = rewrite_and_rehash(
+        system_root / "var" / "order.db", stream, '"quantity":2', '"quantity":1'
+    )
+    shown = html.unescape(client.get(page, headers=HTML).text)
+    cell = checkpoint_cell_of(shown, stream)
+    assert 'class="checkpoint bad"' in cell and f"{stream} v{version}" in cell, cell
+    assert "no longer extends it" in shown
+    row = re.search(rf"<code>{stream}</code>.*?</tr>", shown, re.DOTALL)
+    assert row and ">intact<" in row.group(0)  # the chain alone sees nothing

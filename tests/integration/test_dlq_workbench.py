@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +18,16 @@ from typer.testing import CliRunner
 
 from operations.cli import EXIT_REFUSED, app
 from operations.deadletters import LEDGER_TOPIC, read_topic
-from operations.localbroker import LocalBroker
+from operations.localbroker import LocalBroker, create_topics
+from shared.contracts.events import OrderShipped, default_registry
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.messaging import make_producer
+from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
 from shared.kernel.settings import Settings
 from tests.conftest import eventually
+from tests.integration.conftest import running_services, service_settings, uid
 from tests.integration.test_event_consumer_broker import Consuming, shipped
+from tests.integration.test_observability import scrape, values
 
 pytestmark = pytest.mark.broker
 
@@ -153,3 +159,75 @@ async def end_offsets(kafka: LocalBroker, topic: str) -> dict[Any, int]:
         return dict(await consumer.end_offsets(partitions))
     finally:
         await consumer.stop()
+
+
+async def test_the_dead_letter_gauge_rises_per_poison_record_and_falls_on_redrive_and_purge(
+    kafka: LocalBroker, settings: Settings, producer: AIOKafkaProducer, tmp_path: Path
+) -> None:
+    """A service's own /metrics, scraped as Prometheus would: `yellowcart_dead_letters_waiting`
+    of its group on the topic's `.dlq`."""
+    topic = uid("gauge.events")
+    await create_topics(kafka.bootstrap_servers, [topic, f"{topic}.dlq"])
+    poison = {"o-2", "o-3"}
+    handled: list[str] = []
+
+    async def fold(envelope: Envelope, event: DomainEvent) -> None:
+        order_id = envelope.data["order_id"]
+        if order_id in poison:
+            raise RuntimeError(f"cannot fold {order_id}")
+        handled.append(order_id)
+
+    def wire(runtime: Runtime) -> Wiring:
+        return Wiring(context=None, subscriptions=[Subscription((topic,), "fold", fold)])
+
+    spec = ServiceSpec("dlqprobe", "dead-letter probe", [], default_registry, wire)
+    async with running_services(service_settings(kafka, tmp_path), [spec]) as services:
+        probe = services["dlqprobe"]
+
+        async def waiting() -> list[float]:
+            return values(
+                await scrape(probe),
+                "yellowcart_dead_letters_waiting",
+                service="dlqprobe",
+                topic=f"{topic}.dlq",
+                group="dlqprobe.fold",
+            )
+
+        async def waiting_is(expected: list[float]) -> bool:
+            return await waiting() == expected
+
+        assert await waiting() == []  # no dead letter yet: no series
+        for order_id in ("o-1", "o-2"):
+            await producer.send_and_wait(topic, shipped_order(order_id), key=order_id.encode())
+        await eventually(lambda: waiting_is([1.0]), what="the gauge shows the poison record")
+        await producer.send_and_wait(topic, shipped_order("o-3"), key=b"o-3")
+        await eventually(lambda: waiting_is([2.0]), what="the gauge shows the second one")
+        assert handled == ["o-1"]
+
+        listed = json.loads((await cli("dlq", "list", "--topic", topic, "--json")).stdout)
+        (o2,) = [letter for letter in listed if letter["key"] == "o-2"]
+        poison.discard("o-2")  # the bug is fixed
+        redriven = await cli("dlq", "redrive", o2["id"], "--by", "ops-1")
+        assert redriven.exit_code == 0, redriven.output
+        await eventually(lambda: "o-2" in handled, what="the redriven record is handled")
+        await eventually(lambda: waiting_is([1.0]), what="the gauge falls after the redrive")
+
+        purged = await cli("dlq", "purge", "--topic", topic, "--group", "dlqprobe.fold")
+        assert purged.exit_code == 0, purged.output
+        await eventually(lambda: waiting_is([0.0]), what="the gauge falls to 0 after the purge")
+
+
+def shipped_order(order_id: str) -> bytes:
+    return (
+        Envelope.of(
+            OrderShipped(order_id=order_id, seller_id="s-1", tracking_number="t-1"),
+            stream_id=f"order-{order_id}",
+            stream_version=2,
+            occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
+            producer="order",
+            correlation_id=order_id,
+            causation_id=None,
+        )
+        .model_dump_json()
+        .encode()
+    )

@@ -11,7 +11,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from operations.console import create_console, is_console_path
-from operations.console.app import queue_page
+from operations.console.app import checkpoint_cell, queue_page
 from operations.console.charts import Step, points_history, step_chart
 from shared.kernel.settings import Settings
 
@@ -110,3 +110,14 @@ def test_the_queue_pages_oldest_first_through_the_filters() -> None:
     assert [f["filing_id"] for f in last.filings] == ["f10", "f11"] and last.page == 3
     assert queue_page(filings, seller="", reason="cannot_ship", page=1).total == 0
     assert queue_page([], seller="", reason="", page=0).pages == 1
+
+
+def test_each_streams_checkpoint_status_reads_as_verified_not_covered_or_broken() -> None:
+    sealed_at = "2026-12-05T03:00:00Z"
+    assert checkpoint_cell(None, "") == ("", "no checkpoint")
+    css, text = checkpoint_cell("extended", sealed_at)
+    assert css == "ok" and text.startswith("verified") and "2026-12-05" in text
+    assert checkpoint_cell("not sealed", sealed_at)[1].startswith("not covered yet")
+    broken = "order order-o1 v3: history up to version 3 was rewritten"
+    css, text = checkpoint_cell(broken, sealed_at)
+    assert css == "bad" and text == f"broken: {broken}"
