@@ -15,6 +15,7 @@ counts in the rate but `PenaltyApplied.reason` cannot name it).
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -63,13 +64,50 @@ class SellerPerformance:
     penalties: tuple[Penalty, ...]
 
 
+class DatedKeys:
+    """Keys (order ids), each with its moment, counted over a window in O(log n).
+
+    A live-stream sale puts thousands of orders on one seller's record, and every new order
+    asks for the rate over the window: summing over every moment made each order cost more
+    than the one before. The moments are also kept sorted, so a window is two bisections."""
+
+    def __init__(self) -> None:
+        self._moments: dict[str, datetime] = {}
+        self._sorted: list[datetime] = []
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DatedKeys) and self._moments == other._moments
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"DatedKeys({self._moments!r})"
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._moments
+
+    def __getitem__(self, key: str) -> datetime:
+        return self._moments[key]
+
+    def put(self, key: str, moment: datetime) -> None:
+        earlier = self._moments.get(key)
+        if earlier is not None:
+            del self._sorted[bisect_right(self._sorted, earlier) - 1]
+        self._moments[key] = moment
+        insort(self._sorted, moment)
+
+    def count_within(self, after: datetime, until: datetime) -> int:
+        """How many moments m satisfy after < m <= until."""
+        return max(0, bisect_right(self._sorted, until) - bisect_right(self._sorted, after))
+
+
 class SellerRecord(Aggregate):
     stream_prefix = "seller"
 
     def __init__(self, seller_id: str) -> None:
         super().__init__(seller_id)
-        self._orders: dict[str, datetime] = {}
-        self._cancellations: dict[str, datetime] = {}
+        self._orders = DatedKeys()
+        self._cancellations = DatedKeys()
         self._penalties: dict[str, Penalty] = {}
         self.standing = Standing.GOOD
 
@@ -162,8 +200,8 @@ class SellerRecord(Aggregate):
 
     def performance(self, now: datetime, policy: Policy) -> SellerPerformance:
         window_start = now - policy.penalty.rate_window
-        orders = sum(window_start < t <= now for t in self._orders.values())
-        cancellations = sum(window_start < t <= now for t in self._cancellations.values())
+        orders = self._orders.count_within(window_start, now)
+        cancellations = self._cancellations.count_within(window_start, now)
         penalties = tuple(
             p if p.active_at(now) else replace(p, expired=True) for p in self._penalties.values()
         )
@@ -182,9 +220,9 @@ class SellerRecord(Aggregate):
     def apply(self, event: DomainEvent) -> None:
         match event:
             case SellerOrderCounted():
-                self._orders[event.order_id] = event.placed_at
+                self._orders.put(event.order_id, event.placed_at)
             case SellerCancellationCounted():
-                self._cancellations[event.order_id] = event.cancelled_at
+                self._cancellations.put(event.order_id, event.cancelled_at)
             case PenaltyApplied():
                 self._penalties[event.penalty_id] = Penalty(
                     penalty_id=event.penalty_id,

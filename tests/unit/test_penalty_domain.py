@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from services.penalty.domain import (
     PENALTY_EXPIRY_TIMER,
     STANDING_REVIEW_TIMER,
+    DatedKeys,
     SellerRecord,
 )
 from shared.contracts.events import (
@@ -345,3 +346,26 @@ def test_replaying_the_recorded_events_rebuilds_the_same_record(
     changes = standing_changes(record)
     assert all(old is not new for old, new in changes)
     assert all(a[1] is b[0] for a, b in pairwise(changes))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    puts=st.lists(
+        st.tuples(st.sampled_from("abcdefgh"), st.integers(min_value=0, max_value=40)),
+        max_size=40,
+    ),
+    after=st.integers(min_value=-5, max_value=45),
+    until=st.integers(min_value=-5, max_value=45),
+)
+def test_dated_keys_count_a_window_as_a_sum_over_every_moment_would(
+    puts: list[tuple[str, int]], after: int, until: int
+) -> None:
+    """The sorted index counts what the plain sum over the latest moment of each key counts,
+    whatever the order of arrival, repeated keys (a key moved to a new moment) and ties."""
+    keys, latest = DatedKeys(), {}
+    for key, minutes in puts:
+        keys.put(key, T0 + timedelta(minutes=minutes))
+        latest[key] = T0 + timedelta(minutes=minutes)
+    start, end = T0 + timedelta(minutes=after), T0 + timedelta(minutes=until)
+    assert keys.count_within(start, end) == sum(start < t <= end for t in latest.values())
+    assert all(key in keys and keys[key] == moment for key, moment in latest.items())
