@@ -316,10 +316,16 @@ def _read_seals() -> LatestSeals:
 
     from operations.checkpoint import CheckpointError
     from operations.sealed import read_latest_seals
+    from shared.kernel.messaging.kafka import client_security
 
-    broker = Settings().broker_url
+    settings = Settings()
+    broker = settings.broker_url
     try:
-        seals = asyncio.run(read_latest_seals(broker))
+        login = client_security(settings)
+    except ValueError as error:
+        raise CheckpointError(f"cannot read checkpoint.events at {broker}: {error}") from error
+    try:
+        seals = asyncio.run(read_latest_seals(broker, security=login))
     except (KafkaError, TimeoutError) as error:
         raise CheckpointError(f"cannot read checkpoint.events at {broker}: {error}") from error
     if seals.malformed or seals.incomplete:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -127,11 +127,19 @@ class Filters:
 
 
 async def read_topic(
-    bootstrap_servers: str, topic: str, timeout_s: float = READ_TIMEOUT_S
+    bootstrap_servers: str,
+    topic: str,
+    timeout_s: float = READ_TIMEOUT_S,
+    *,
+    security: Mapping[str, Any] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of `topic` now, from the beginning, without a group; [] if no topic."""
+    """Every record of `topic` now, from the beginning, without a group; [] if no topic.
+    `security`: the login (`client_security(settings)`) where the broker asks for one."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        **(security or {}),
     )
     await consumer.start()
     try:

@@ -11,6 +11,7 @@ skipped (counted); the signatures are checked when the documents are opened
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,12 +56,18 @@ def latest_seals(events: list[CheckpointSealed]) -> LatestSeals:
     return result
 
 
-async def read_latest_seals(bootstrap_servers: str, topic: str = CHECKPOINT_TOPIC) -> LatestSeals:
+async def read_latest_seals(
+    bootstrap_servers: str,
+    topic: str = CHECKPOINT_TOPIC,
+    *,
+    security: Mapping[str, Any] | None = None,
+) -> LatestSeals:
     """Read the whole checkpoint topic (a day of seals every minute is about 6,000 records a
-    service for a small store) and keep each service's latest complete seal."""
+    service for a small store) and keep each service's latest complete seal. `security`: the
+    reader's login (`client_security(settings)`: in compose, the `auditor` principal)."""
     events: list[CheckpointSealed] = []
     malformed = 0
-    for record in await read_topic(bootstrap_servers, topic):
+    for record in await read_topic(bootstrap_servers, topic, security=security):
         try:
             envelope = Envelope.model_validate_json(record.value or b"")
             if envelope.event_type != CheckpointSealed.event_type:

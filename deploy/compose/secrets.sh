@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes every secret docker-compose.yml mounts into deploy/compose/secrets/ (or $1): random
-# passwords, the Kafka broker's JAAS file and admin client config, the MongoDB key file and each
-# service's store URL. Existing files are kept, so running it again changes nothing; delete a
+# passwords, the Kafka broker's JAAS file and admin client config, the MongoDB key file, each
+# service's store URL (and all four as one JSON file for the auditor's tools), and the Ed25519
+# key pair the services sign checkpoints with. Existing files are kept, so running it again changes nothing; delete a
 # file to rotate it (and recreate what holds the old value). The directory is not committed.
 set -euo pipefail
 dir="${1:-$(dirname "$0")/secrets}"
@@ -29,6 +30,20 @@ for service in order payment seller_dispute penalty; do
   keep "kafka_${service}_password" "$(random)"
   keep "mongo_${service}_password" "$(random)"
 done
+keep kafka_auditor_password "$(random)"
+
+# Checkpoints: one Ed25519 key pair (PKCS#8 / SubjectPublicKeyInfo PEM, as `yellowcart
+# checkpoint-key` writes them) for all four services, which sign their seals with the private
+# key; the auditor's tools check seals against the public one. The container user reads the
+# mount, so the private key is not 0600 here: the directory (0700) keeps others out. To rotate,
+# delete checkpoint_key (its public key is rewritten with it) after copying checkpoint_public_key
+# somewhere safe: the old public key is what verifies the seals made before the rotation.
+if [ ! -e "$dir/checkpoint_key" ]; then
+  openssl genpkey -algorithm ed25519 -out "$dir/checkpoint_key"
+  chmod 644 "$dir/checkpoint_key"
+  rm -f "$dir/checkpoint_public_key"
+fi
+keep checkpoint_public_key "$(openssl pkey -in "$dir/checkpoint_key" -pubout)"
 keep mongo_root_password "$(random)"
 keep mongo_keyfile "$(head -c 756 /dev/urandom | base64 -w 0)"
 
@@ -51,5 +66,8 @@ store_url order order yellowcart_order
 store_url payment payment yellowcart_payment
 store_url seller_dispute seller-dispute yellowcart_dispute
 store_url penalty penalty yellowcart_penalty
+# the four together, for the auditor's tools (YELLOWCART_STORE_URLS_FILE in the `ops` profile)
+url() { tr -d '\n' <"$dir/store_url_$1"; }
+keep store_urls "{\"order\": \"$(url order)\", \"payment\": \"$(url payment)\", \"seller-dispute\": \"$(url seller_dispute)\", \"penalty\": \"$(url penalty)\"}"
 
 echo "secrets in $dir"

@@ -56,6 +56,7 @@ from shared.kernel.auth import Caller, InvalidToken, Role
 from shared.kernel.clock import SystemClock, utc
 from shared.kernel.http import problem_response
 from shared.kernel.messaging import make_producer
+from shared.kernel.messaging.kafka import client_security
 from shared.kernel.settings import Settings
 
 log = logging.getLogger("yellowcart.console")
@@ -217,7 +218,9 @@ class Console:
 
     async def _read_sealed(self) -> SealedCheckpoint:
         try:
-            seals = await read_latest_seals(self.settings.broker_url)
+            seals = await read_latest_seals(
+                self.settings.broker_url, security=client_security(self.settings)
+            )
         except Exception:  # the broker away must not take the page down
             log.warning("the checkpoint topic could not be read", exc_info=True)
             return SealedCheckpoint(None, "The checkpoint topic could not be read just now.")

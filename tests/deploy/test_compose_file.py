@@ -3,11 +3,15 @@
 Kafka keeps its log on the volume; everything restarts, is limited and rotates its logs; no
 secret is inline; every Kafka client listener authenticates; each service is its own Kafka
 principal and MongoDB user; kafka-init's grants are exactly what the services' wiring consumes
-and produces. `docker-compose config` validates the file (and each profile) offline.
+and produces, including the checkpoint topic every sealing service publishes to, and every
+sealing service gets the interval and the key (one key pair, made by secrets.sh, whose public
+half the auditor checks seals with). `docker-compose config` validates the file (and each
+profile) offline.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,11 +20,14 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from operations.catalog import SERVICES, spec_of
-from shared.contracts.events import PRODUCERS
+from shared.contracts.events import CHECKPOINT_TOPIC, PRODUCERS
 from shared.contracts.policy import Policy
+from shared.kernel.checkpoints import private_key_from_pem, public_key_from_pem, seal
 from shared.kernel.clock import SystemClock
+from shared.kernel.eventstore.chain import StreamHead
 from shared.kernel.eventstore.memory import InMemoryEventStore
 from shared.kernel.messaging import dlq_topic
 from shared.kernel.readmodel.memory import InMemoryDocumentStore
@@ -31,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 SECRET_WORDS = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL|JAAS", re.IGNORECASE)
-PATH_VALUED = {"YELLOWCART_TOKEN_JWKS"}
-"""Settings whose value is itself a file path (the JWKS is read from the file it names)."""
+PATH_VALUED = {"YELLOWCART_TOKEN_JWKS", "YELLOWCART_CHECKPOINT_PUBLIC_KEY"}
+"""Settings whose value is itself a file path (the JWKS, the checkpoints' public key)."""
 
 
 @pytest.fixture(scope="module")
@@ -188,14 +195,32 @@ def test_each_service_is_its_own_kafka_principal_on_the_scram_listener(
     assert "admin" not in principals
 
 
-def grants() -> dict[str, tuple[str, set[str]]]:
+def grants() -> dict[str, tuple[set[str], set[str]]]:
+    """kafka-init's GRANTS table: service -> (topics it writes, topics it reads)."""
     script = (COMPOSE_DIR / "kafka-init.sh").read_text()
     table = script.split("GRANTS='", 1)[1].split("'", 1)[0]
     parsed = {}
     for line in table.strip().splitlines():
         service, writes, *reads = line.split()
-        parsed[service] = (writes, set(reads))
+        parsed[service] = (set(writes.split(",")), set(reads))
     return parsed
+
+
+def sealing_topic(name: str) -> str | None:
+    """The topic `name`'s checkpoint sealer publishes to (the topic of the event its wiring
+    builds from a sealed document), or None when the service does not seal."""
+    spec = spec_of(name, Policy())
+    if spec.checkpoint_event is None:
+        return None
+    document = seal(
+        {name: {"s-1": StreamHead(1, "0" * 64, 1)}},
+        SystemClock().now(),
+        Ed25519PrivateKey.generate(),
+    )
+    event = spec.checkpoint_event(
+        {"service": name, "seal_id": "a" * 32, "part": 1, "parts": 1, "checkpoint": document}
+    )
+    return event.topic
 
 
 def wired_topics(name: str) -> set[str]:
@@ -216,8 +241,77 @@ def test_kafka_init_grants_each_service_its_own_topic_and_what_it_consumes() -> 
     assert set(table) == set(SERVICES)
     for name in SERVICES:
         writes, reads = table[name]
-        assert PRODUCERS[writes] == name, f"{name} may write {writes}, which it does not own"
+        sealed_to = sealing_topic(name)
+        (own,) = writes - {sealed_to}
+        assert PRODUCERS[own] == name, f"{name} may write {own}, which it does not own"
         assert reads == wired_topics(name), f"{name}: reads differ from its subscriptions"
+
+
+def test_every_service_that_seals_may_write_the_checkpoint_topic() -> None:
+    sealers = {name: sealing_topic(name) for name in SERVICES}
+    assert all(sealers.values()), "every service seals its store"
+    for name, topic in sealers.items():
+        assert topic in grants()[name][0], f"{name} seals to {topic} but may not write it"
+    script = (COMPOSE_DIR / "kafka-init.sh").read_text()
+    assert f"CHECKPOINT_TOPIC={CHECKPOINT_TOPIC}\n" in script
+    # created with its own partitions and retention before the services' rows
+    created = re.search(
+        r'^topic "\$CHECKPOINT_TOPIC" 1 "\$\{CHECKPOINT_RETENTION_MS:-(\d+)\}"$',
+        script,
+        re.MULTILINE,
+    )
+    assert created is not None
+    assert script.index(created.group(0)) < script.index('done <<<"$GRANTS"')
+
+
+def test_the_auditor_principal_only_reads_the_checkpoint_topic_without_a_group(
+    compose: dict[str, Any],
+) -> None:
+    script = (COMPOSE_DIR / "kafka-init.sh").read_text()
+    auditor_grants = re.findall(r"^allow auditor (.*)$", script, re.MULTILINE)
+    assert auditor_grants == ['--operation Read --operation Describe --topic "$CHECKPOINT_TOPIC"']
+    assert "principal auditor" in script
+    auditor = compose["services"]["auditor"]
+    assert auditor["profiles"] == ["ops"]
+    env = environment(auditor)
+    assert env["YELLOWCART_KAFKA_SASL_USERNAME"] == "auditor"
+    assert mounted_secrets(auditor)["kafka_password"] == "kafka_auditor_password"
+    init_secrets = set(mounted_secrets(compose["services"]["kafka-init"]))
+    assert "kafka_auditor_password" in init_secrets
+    assert env["YELLOWCART_STORE_URLS_FILE"] == "/run/secrets/store_urls"
+    assert "/run/secrets/checkpoint_public_key" in auditor["command"]
+
+
+def settings_from_compose(
+    spec: dict[str, Any], secrets_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """The Settings a container of `spec` reads: its environment, each /run/secrets/<target>
+    being the file secrets.sh wrote for the mounted source."""
+    for key in list(os.environ):
+        if key.startswith("YELLOWCART_"):
+            monkeypatch.delenv(key)
+    mounted = mounted_secrets(spec)
+    for key, value in environment(spec).items():
+        if value.startswith("/run/secrets/"):
+            value = str(secrets_dir / mounted[value.removeprefix("/run/secrets/")])
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def test_every_sealing_service_starts_sealing_with_the_key_the_auditor_checks(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subprocess.run(
+        ["bash", str(COMPOSE_DIR / "secrets.sh"), str(tmp_path)], check=True, capture_output=True
+    )
+    auditor = settings_from_compose(compose["services"]["auditor"], tmp_path, monkeypatch)
+    public = public_key_from_pem(Path(auditor.checkpoint_public_key).read_bytes())
+    for name, spec in app_services(compose).items():
+        assert sealing_topic(name) is not None
+        settings = settings_from_compose(spec, tmp_path, monkeypatch)
+        assert settings.checkpoint_interval_s > 0, f"{name} never seals"
+        key = private_key_from_pem(settings.checkpoint_key.encode())
+        assert key.public_key().public_bytes_raw() == public.public_bytes_raw(), name
 
 
 def test_kafka_init_creates_topics_with_explicit_settings_and_dead_letter_topics() -> None:

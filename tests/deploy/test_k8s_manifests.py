@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from operations.catalog import SERVICES
-from shared.contracts.events import PRODUCERS, TOPICS
+from shared.contracts.events import CHECKPOINT_TOPIC, PRODUCERS, TOPICS
 from shared.kernel.messaging import dlq_topic
-from tests.deploy.test_compose_file import grants, wired_topics
+from tests.deploy.test_compose_file import COMPOSE_DIR, grants, sealing_topic, wired_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -232,10 +232,11 @@ def test_topics_and_users_match_the_wiring_and_the_compose_grants(
 ) -> None:
     _, resources = overlay
     topics = {t["metadata"]["name"] for t in of_kind(resources, "KafkaTopic")}
-    assert topics == set(TOPICS) | {dlq_topic(topic) for topic in TOPICS}
+    assert topics == set(TOPICS) | {dlq_topic(topic) for topic in TOPICS} | {CHECKPOINT_TOPIC}
     users = {u["metadata"]["name"]: u for u in of_kind(resources, "KafkaUser")}
-    assert set(users) == set(SERVICES)
-    for service, user in users.items():
+    assert set(users) == set(SERVICES) | {"auditor"}
+    for service in SERVICES:
+        user = users[service]
         assert user["spec"]["authentication"]["type"] == "scram-sha-512"
         acls = user["spec"]["authorization"]["acls"]
         writes = {
@@ -250,9 +251,61 @@ def test_topics_and_users_match_the_wiring_and_the_compose_grants(
         }
         groups = [a["resource"] for a in acls if a["resource"]["type"] == "group"]
         own = next(topic for topic, producer in PRODUCERS.items() if producer == service)
+        sealed_to = sealing_topic(service)
         assert reads == wired_topics(service) == grants()[service][1]
-        assert writes == {own} | {dlq_topic(topic) for topic in reads}
+        assert writes == {own, sealed_to} | {dlq_topic(topic) for topic in reads}
+        assert writes - {dlq_topic(topic) for topic in reads} == grants()[service][0]
         assert groups == [{"type": "group", "name": f"{service}.", "patternType": "prefix"}]
+    assert users["auditor"]["spec"]["authorization"]["acls"] == [
+        {
+            "resource": {"type": "topic", "name": CHECKPOINT_TOPIC, "patternType": "literal"},
+            "operations": ["Read", "Describe"],
+        }
+    ]
+
+
+def test_the_checkpoint_topic_keeps_the_seals_as_long_as_compose_does(
+    overlay: tuple[str, list[Resource]],
+) -> None:
+    _, resources = overlay
+    topics = {t["metadata"]["name"]: t["spec"] for t in of_kind(resources, "KafkaTopic")}
+    sealed = topics[CHECKPOINT_TOPIC]
+    compose_retention = re.search(
+        r"CHECKPOINT_RETENTION_MS:-(\d+)", (COMPOSE_DIR / "kafka-init.sh").read_text()
+    )
+    assert compose_retention is not None
+    assert int(sealed["config"]["retention.ms"]) == int(compose_retention.group(1))
+    assert all(
+        int(sealed["config"]["retention.ms"]) >= int(spec["config"]["retention.ms"])
+        for spec in topics.values()
+    )
+
+
+def test_every_sealing_service_seals_with_the_key_secret_and_the_gateway_does_not_seal(
+    overlay: tuple[str, list[Resource]],
+) -> None:
+    _, resources = overlay
+    for service in SERVICES:
+        assert sealing_topic(service) is not None
+        pod = deployments(resources)[f"yellowcart-{service}"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert float(env["YELLOWCART_CHECKPOINT_INTERVAL_S"]) > 0, f"{service} never seals"
+        key_file = Path(env["YELLOWCART_CHECKPOINT_KEY_FILE"])
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        (volume,) = [v for v in pod["volumes"] if mounts.get(v["name"]) == str(key_file.parent)]
+        projected = {
+            item["path"]: (source["secret"]["name"], item["key"])
+            for source in volume["projected"]["sources"]
+            for item in source["secret"]["items"]
+        }
+        assert projected[key_file.name] == ("yellowcart-checkpoint-key", "checkpoint_key")
+    # the gateway holds no key: an interval without one would stop it at start
+    gateway = deployments(resources)["yellowcart-gateway"]["spec"]["template"]["spec"]
+    gateway_env = {e["name"] for e in gateway["containers"][0]["env"]}
+    assert not {"YELLOWCART_CHECKPOINT_INTERVAL_S", "YELLOWCART_CHECKPOINT_KEY_FILE"} & gateway_env
+    (config,) = of_kind(resources, "ConfigMap")
+    assert "YELLOWCART_CHECKPOINT_INTERVAL_S" not in config["data"]
 
 
 def test_replication_fits_the_cluster(overlay: tuple[str, list[Resource]]) -> None:

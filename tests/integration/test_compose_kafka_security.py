@@ -1,7 +1,9 @@
 """docker-compose.yml's Kafka security, exercised against a real broker configured exactly as
 compose configures it (its environment, the JAAS file and passwords from secrets.sh, then
-kafka-init.sh): each service's principal writes only its own topic, reads what it consumes in
-its own groups, and a wrong password is refused. Skips where no Docker daemon answers."""
+kafka-init.sh): each service's principal writes only its own topic (and checkpoint.events,
+where it seals), reads what it consumes in its own groups, the `auditor` principal only reads
+checkpoint.events (as `checkpoint-fetch` does, without a group), and a wrong password is
+refused. Skips where no Docker daemon answers."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
+from operations.sealed import read_latest_seals
+from shared.contracts.events import CHECKPOINT_TOPIC
 from shared.kernel.messaging.kafka import client_security, make_producer
 from shared.kernel.settings import Settings
 from tests.containers import NO_DOCKER, ROOT, compose_kafka, docker_answers
@@ -95,6 +99,30 @@ async def test_a_service_reads_what_it_consumes_in_its_own_groups_only(
         await poll("order.events", "order.view")
     with pytest.raises((TopicAuthorizationFailedError, GroupAuthorizationFailedError)):
         await poll("dispute.events", "payment.reactions")
+
+
+async def test_every_service_seals_to_the_checkpoint_topic_which_only_the_auditor_reads(
+    secured_kafka: tuple[str, Path],
+) -> None:
+    bootstrap, secrets = secured_kafka
+    for service in ("order", "payment", "seller-dispute", "penalty"):
+        await produce(login(bootstrap, secrets, service), CHECKPOINT_TOPIC)
+    auditor = login(bootstrap, secrets, "auditor")
+    seals = await read_latest_seals(bootstrap, security=client_security(auditor))
+    assert seals.records >= 4 and seals.malformed == seals.records  # "{}" is no seal
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(auditor, CHECKPOINT_TOPIC)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(auditor, "order.events")
+    # a service may describe the topic (producing needs it) but never reads a seal from it
+    try:
+        unseen = await read_latest_seals(
+            bootstrap, security=client_security(login(bootstrap, secrets, "payment"))
+        )
+    except (KafkaError, TimeoutError):
+        pass  # refused: no Read on the topic
+    else:
+        assert unseen.records == 0
 
 
 async def test_a_wrong_password_is_refused(secured_kafka: tuple[str, Path]) -> None:

@@ -175,6 +175,28 @@ async def test_a_running_service_seals_its_store_the_seal_verifies_and_a_rehashe
     assert '"kind": "rewritten"' in output
 
 
+async def test_the_tools_read_the_topic_with_the_configured_login_never_without_it(
+    kafka: LocalBroker, producer: AIOKafkaProducer, tmp_path: Path
+) -> None:
+    """A deployment whose broker asks for SASL (compose: the `auditor` principal) gives the
+    tools a login; told to log in without a principal, they refuse with what to set instead of
+    reading the topic anonymously (the local broker here would have let them)."""
+    result = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["checkpoint-fetch", "--out", str(tmp_path / "sealed.json")],
+        env={
+            "YELLOWCART_BROKER_URL": kafka.bootstrap_servers,
+            "YELLOWCART_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "YELLOWCART_KAFKA_SASL_USERNAME": None,
+            "YELLOWCART_KAFKA_SASL_PASSWORD": None,
+        },
+    )
+    assert result.exit_code == EXIT_CHECKPOINT, result.output
+    assert "YELLOWCART_KAFKA_SASL_USERNAME" in " ".join(result.output.split())
+    assert not (tmp_path / "sealed.json").exists()
+
+
 async def test_only_the_lease_holder_seals_and_an_unchanged_store_is_not_sealed_again(
     kafka: LocalBroker, producer: AIOKafkaProducer, tmp_path: Path, key_pair: tuple[Path, Path]
 ) -> None:
