@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -24,6 +25,7 @@ from operations.deadletters import read_topic
 from operations.localbroker import LocalBroker, create_topics
 from operations.sealed import read_latest_seals
 from shared.contracts.events import CHECKPOINT_TOPIC, CheckpointSealed
+from shared.kernel import sealing
 from shared.kernel.clock import FakeClock
 from shared.kernel.events.envelope import Envelope
 from shared.kernel.eventstore.port import EventStore
@@ -95,7 +97,7 @@ def sealer(
     private: Path,
     service: str,
     owner: str,
-    **options: int,
+    **options: Any,
 ) -> CheckpointSealer:
     from operations.checkpoint import load_private_key
 
@@ -284,3 +286,51 @@ async def test_a_broken_chain_is_never_sealed(
     finally:
         await store.close()
     assert await seals_of(kafka, service) == []
+
+
+async def test_a_round_works_in_steps_and_rests_to_keep_within_its_share_of_a_core(
+    kafka: LocalBroker,
+    producer: AIOKafkaProducer,
+    tmp_path: Path,
+    key_pair: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each step of work (here 10 ms by a stepped clock) is followed by a rest three times as
+    long at a pace of a quarter of a core: after every `read_batch` commits read and checked,
+    and after every part published."""
+    private, _ = key_pair
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    await paid_orders(data_dir, 3)
+    ticks = iter(range(1_000_000))
+    rests: list[float] = []
+
+    async def rest(seconds: float) -> None:
+        rests.append(round(seconds, 6))
+
+    monkeypatch.setattr(sealing, "_work_clock", lambda: next(ticks) * 0.01)
+    monkeypatch.setattr(sealing, "_sleep", rest)
+    store = await open_event_store(f"sqlite:///{data_dir}/order.db")
+    try:
+        commits = len([c async for c in store.read_all()])
+        paced = sealer(
+            store,
+            producer,
+            FakeClock(T0),
+            private,
+            uid("order"),
+            "order@a",
+            read_batch=2,
+            part_streams=2,
+            pace=0.25,
+        )
+        sealed = await paced.run_once()
+    finally:
+        await store.close()
+    assert sealed is not None and sealed.parts == 2
+    assert rests == [0.03] * (commits // 2 + sealed.parts)
+
+
+async def test_a_pace_outside_a_core_is_refused(key_pair: tuple[Path, Path]) -> None:
+    with pytest.raises(ValueError, match="share of a core"):
+        sealer(None, None, FakeClock(T0), key_pair[0], "order", "order@a", pace=0)  # type: ignore[arg-type]
