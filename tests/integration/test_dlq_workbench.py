@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from typer.testing import CliRunner
 from operations.cli import EXIT_REFUSED, app
 from operations.deadletters import LEDGER_TOPIC, read_topic
 from operations.localbroker import LocalBroker, create_topics
-from shared.contracts.events import OrderShipped, default_registry
+from shared.contracts.events import default_registry
 from shared.kernel.events.envelope import DomainEvent, Envelope
 from shared.kernel.messaging import make_producer
 from shared.kernel.runtime import Runtime, ServiceSpec, Subscription, Wiring
@@ -198,9 +197,9 @@ async def test_the_dead_letter_gauge_rises_per_poison_record_and_falls_on_redriv
 
         assert await waiting() == []  # no dead letter yet: no series
         for order_id in ("o-1", "o-2"):
-            await producer.send_and_wait(topic, shipped_order(order_id), key=order_id.encode())
+            await producer.send_and_wait(topic, shipped(2, order_id), key=order_id.encode())
         await eventually(lambda: waiting_is([1.0]), what="the gauge shows the poison record")
-        await producer.send_and_wait(topic, shipped_order("o-3"), key=b"o-3")
+        await producer.send_and_wait(topic, shipped(2, "o-3"), key=b"o-3")
         await eventually(lambda: waiting_is([2.0]), what="the gauge shows the second one")
         assert handled == ["o-1"]
 
@@ -215,19 +214,3 @@ async def test_the_dead_letter_gauge_rises_per_poison_record_and_falls_on_redriv
         purged = await cli("dlq", "purge", "--topic", topic, "--group", "dlqprobe.fold")
         assert purged.exit_code == 0, purged.output
         await eventually(lambda: waiting_is([0.0]), what="the gauge falls to 0 after the purge")
-
-
-def shipped_order(order_id: str) -> bytes:
-    return (
-        Envelope.of(
-            OrderShipped(order_id=order_id, seller_id="s-1", tracking_number="t-1"),
-            stream_id=f"order-{order_id}",
-            stream_version=2,
-            occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
-            producer="order",
-            correlation_id=order_id,
-            causation_id=None,
-        )
-        .model_dump_json()
-        .encode()
-    )
