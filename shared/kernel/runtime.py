@@ -397,7 +397,7 @@ def _counters(runtime: Runtime) -> Iterator[tuple[str, str, dict[str, str], floa
     parts = (
         (runtime.relay, "outbox"),
         (runtime.scheduler, "timers"),
-        (getattr(runtime, "sealer", None), "checkpoints"),
+        (runtime.sealer, "checkpoints"),
     )
     for part, name in parts:
         if part is not None:

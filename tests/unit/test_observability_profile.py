@@ -19,6 +19,7 @@ from shared.kernel.messaging import ConsumerMetrics
 from shared.kernel.metrics import service_collector
 from shared.kernel.outbox import RelayMetrics
 from shared.kernel.runtime import _counters
+from shared.kernel.sealing import SealerMetrics
 from shared.kernel.timers import TimerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +89,7 @@ def exported_sample_names() -> set[str]:
         registry=SimpleNamespace(unknown={"T": 1}),
         relay=SimpleNamespace(metrics=RelayMetrics()),
         scheduler=SimpleNamespace(metrics=TimerMetrics()),
+        sealer=SimpleNamespace(metrics=SealerMetrics()),
     )
     names |= {f"{name}_total" for name, *_ in _counters(runtime)}  # type: ignore[arg-type]
     return names
